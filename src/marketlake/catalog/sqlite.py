@@ -1,0 +1,1285 @@
+"""The catalog: what the lake holds and what collection has done, in one SQLite file.
+
+The catalog records
+
+* ``assets`` – the tickers monitored per source (exchange, active flag, frequency);
+* ``partitions`` – one row per partition object (dataset, ticker, period label such as
+  ``2024-01``, ``2024`` or ``all``) with its key, row count, date range, size, SHA-256 and ETag;
+* ``collection_progress`` – the daily watermark: the last session date collected per
+  (dataset, ticker, source). It only ever moves forward;
+* ``runs`` and ``run_items`` – every ingest run and the state of each (ticker, dataset) item in it,
+  so an interrupted or partly failed run can be resumed by doing only what is not ``completed``.
+
+The object store is the source of truth: ``partitions`` (and ``assets``) can be rebuilt from the
+``_meta`` objects with :meth:`Catalog.replace_partitions`.
+
+Portability
+-----------
+The schema and every statement are plain SQL that runs unchanged on PostgreSQL (for several
+workers): only ``TEXT``, ``INTEGER`` and ``REAL`` columns; ISO 8601 text for dates
+(``YYYY-MM-DD``) and timestamps (UTC, ``YYYY-MM-DDTHH:MM:SS.ffffffZ``: fixed width, so text order
+is time order); ``INSERT … ON CONFLICT (…) DO UPDATE SET … = excluded.…`` upserts; ``CASE``
+instead of two-argument ``MAX()``. Only the connection set-up (``PRAGMA``) and the
+``BEGIN IMMEDIATE`` transaction start are SQLite-specific, and a PostgreSQL backend would replace
+the ``?`` placeholders with its driver's. :data:`MIGRATIONS` holds the schema as data so another
+backend can apply the same statements.
+
+Concurrency
+-----------
+One connection (``check_same_thread=False``) is shared by all threads of a process; every public
+method holds a re-entrant lock, and every write is one transaction (multi-row writes use
+``executemany``). Several processes may open the same file: WAL journal mode lets readers proceed
+while one writer holds the lock, and writers wait up to 30 s (``busy_timeout``) for each other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from marketlake.errors import CatalogError, RunNotFoundError
+
+__all__ = [
+    "CATALOG_SCHEMA_VERSION",
+    "ITEM_STATUSES",
+    "MIGRATIONS",
+    "RUN_STATUSES",
+    "AssetRow",
+    "Catalog",
+    "Migration",
+    "PartitionRow",
+    "ProgressRow",
+    "RunItemRow",
+    "RunRow",
+    "utc_now_iso",
+]
+
+MEMORY = ":memory:"
+BUSY_TIMEOUT_S = 30.0
+
+RUN_STATUSES = frozenset({"pending", "running", "completed", "failed"})
+"""Statuses of a run: ``completed`` when every item completed, ``failed`` when any did not."""
+
+ITEM_STATUSES = frozenset({"pending", "running", "completed", "failed"})
+"""Statuses of a run item."""
+
+_FINAL_RUN_STATUSES = frozenset({"completed", "failed"})
+
+
+def utc_now_iso() -> str:
+    """Return the current UTC time as fixed-width ISO 8601 text with a ``Z`` suffix.
+
+    Returns
+    -------
+    str
+        For example ``"2024-05-01T21:30:00.123456Z"``. The width never varies, so comparing the
+        text compares the instants.
+    """
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# --- schema ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step of the catalog schema, applied in a transaction when a catalog is opened.
+
+    Parameters
+    ----------
+    version:
+        Schema version reached after this step (1, 2, 3 … without gaps).
+    name:
+        Short description, for humans.
+    statements:
+        Portable SQL statements (one per item, no trailing ``;``), executed in order.
+    """
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        version=1,
+        name="assets, partitions, collection progress, runs and run items",
+        statements=(
+            """CREATE TABLE assets (
+                ticker TEXT NOT NULL,
+                source TEXT NOT NULL,
+                exchange TEXT,
+                active INTEGER NOT NULL DEFAULT 1,
+                frequency TEXT NOT NULL,
+                first_seen TEXT NOT NULL,
+                last_seen TEXT NOT NULL,
+                PRIMARY KEY (ticker, source)
+            )""",
+            """CREATE TABLE partitions (
+                dataset TEXT NOT NULL,
+                ticker TEXT NOT NULL,
+                period TEXT NOT NULL,
+                object_key TEXT NOT NULL,
+                source TEXT,
+                row_count INTEGER NOT NULL,
+                min_date TEXT,
+                max_date TEXT,
+                bytes INTEGER NOT NULL,
+                sha256 TEXT,
+                etag TEXT,
+                updated_at TEXT NOT NULL,
+                PRIMARY KEY (dataset, ticker, period)
+            )""",
+            "CREATE INDEX ix_partitions_ticker ON partitions (ticker, dataset)",
+            """CREATE TABLE collection_progress (
+                dataset TEXT NOT NULL,
+                ticker TEXT NOT NULL,
+                source TEXT NOT NULL,
+                last_date TEXT,
+                updated_at TEXT NOT NULL,
+                PRIMARY KEY (dataset, ticker, source)
+            )""",
+            "CREATE INDEX ix_collection_progress_ticker ON collection_progress (ticker, dataset)",
+            """CREATE TABLE runs (
+                run_id TEXT NOT NULL PRIMARY KEY,
+                kind TEXT NOT NULL,
+                source TEXT NOT NULL,
+                params TEXT NOT NULL,
+                status TEXT NOT NULL,
+                started_at TEXT NOT NULL,
+                finished_at TEXT,
+                items_total INTEGER NOT NULL DEFAULT 0,
+                items_completed INTEGER NOT NULL DEFAULT 0,
+                items_failed INTEGER NOT NULL DEFAULT 0,
+                error TEXT
+            )""",
+            "CREATE INDEX ix_runs_started_at ON runs (started_at)",
+            """CREATE TABLE run_items (
+                run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+                ticker TEXT NOT NULL,
+                dataset TEXT NOT NULL,
+                status TEXT NOT NULL,
+                rows_fetched INTEGER NOT NULL DEFAULT 0,
+                rows_added INTEGER NOT NULL DEFAULT 0,
+                rows_updated INTEGER NOT NULL DEFAULT 0,
+                row_count INTEGER NOT NULL DEFAULT 0,
+                error TEXT,
+                started_at TEXT,
+                finished_at TEXT,
+                PRIMARY KEY (run_id, ticker, dataset)
+            )""",
+            "CREATE INDEX ix_run_items_run_status ON run_items (run_id, status)",
+        ),
+    ),
+)
+"""The ordered schema migrations. Append new steps; never edit a released one."""
+
+CATALOG_SCHEMA_VERSION: int = MIGRATIONS[-1].version
+"""The schema version this code writes and understands."""
+
+_SCHEMA_MIGRATIONS_DDL = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    "version INTEGER NOT NULL PRIMARY KEY, applied_at TEXT NOT NULL)"
+)
+
+# --- statements ----------------------------------------------------------------------------------
+
+_ASSET_COLUMNS = "ticker, source, exchange, active, frequency, first_seen, last_seen"
+_UPSERT_ASSET = f"""
+INSERT INTO assets ({_ASSET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (ticker, source) DO UPDATE SET
+    exchange = excluded.exchange,
+    active = excluded.active,
+    frequency = excluded.frequency,
+    last_seen = excluded.last_seen
+"""
+
+_PARTITION_COLUMNS = (
+    "dataset, ticker, period, object_key, source, row_count, min_date, max_date, bytes, sha256, "
+    "etag, updated_at"
+)
+_UPSERT_PARTITION = f"""
+INSERT INTO partitions ({_PARTITION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (dataset, ticker, period) DO UPDATE SET
+    object_key = excluded.object_key,
+    source = excluded.source,
+    row_count = excluded.row_count,
+    min_date = excluded.min_date,
+    max_date = excluded.max_date,
+    bytes = excluded.bytes,
+    sha256 = excluded.sha256,
+    etag = excluded.etag,
+    updated_at = excluded.updated_at
+"""
+
+_PROGRESS_COLUMNS = "dataset, ticker, source, last_date, updated_at"
+# Forward only: a NULL or older last_date leaves the row (including updated_at) untouched.
+_ADVANCE_PROGRESS = f"""
+INSERT INTO collection_progress ({_PROGRESS_COLUMNS}) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (dataset, ticker, source) DO UPDATE SET
+    last_date = CASE
+        WHEN collection_progress.last_date IS NULL
+            OR excluded.last_date > collection_progress.last_date
+        THEN excluded.last_date ELSE collection_progress.last_date END,
+    updated_at = CASE
+        WHEN collection_progress.last_date IS NULL
+            OR excluded.last_date > collection_progress.last_date
+        THEN excluded.updated_at ELSE collection_progress.updated_at END
+"""
+
+_RUN_COLUMNS = (
+    "run_id, kind, source, params, status, started_at, finished_at, items_total, "
+    "items_completed, items_failed, error"
+)
+# Counts of unfinished runs are live (from run_items); finish_run stores them for finished runs.
+_SELECT_RUNS = """
+SELECT r.run_id, r.kind, r.source, r.params, r.status, r.started_at, r.finished_at,
+    CASE WHEN r.status IN ('pending', 'running')
+        THEN (SELECT COUNT(*) FROM run_items i WHERE i.run_id = r.run_id)
+        ELSE r.items_total END,
+    CASE WHEN r.status IN ('pending', 'running')
+        THEN (SELECT COUNT(*) FROM run_items i
+              WHERE i.run_id = r.run_id AND i.status = 'completed')
+        ELSE r.items_completed END,
+    CASE WHEN r.status IN ('pending', 'running')
+        THEN (SELECT COUNT(*) FROM run_items i
+              WHERE i.run_id = r.run_id AND i.status = 'failed')
+        ELSE r.items_failed END,
+    r.error
+FROM runs r
+"""
+
+_RUN_ITEM_COLUMNS = (
+    "run_id, ticker, dataset, status, rows_fetched, rows_added, rows_updated, row_count, error, "
+    "started_at, finished_at"
+)
+_UPSERT_RUN_ITEM = f"""
+INSERT INTO run_items ({_RUN_ITEM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id, ticker, dataset) DO UPDATE SET
+    status = excluded.status,
+    rows_fetched = excluded.rows_fetched,
+    rows_added = excluded.rows_added,
+    rows_updated = excluded.rows_updated,
+    row_count = excluded.row_count,
+    error = excluded.error,
+    started_at = COALESCE(excluded.started_at, run_items.started_at),
+    finished_at = excluded.finished_at
+"""
+_RESET_RUN_ITEM = f"""
+INSERT INTO run_items ({_RUN_ITEM_COLUMNS})
+VALUES (?, ?, ?, 'pending', 0, 0, 0, 0, NULL, NULL, NULL)
+ON CONFLICT (run_id, ticker, dataset) DO UPDATE SET
+    status = 'pending',
+    rows_fetched = 0,
+    rows_added = 0,
+    rows_updated = 0,
+    row_count = 0,
+    error = NULL,
+    started_at = NULL,
+    finished_at = NULL
+"""
+
+
+# --- rows ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssetRow:
+    """A monitored asset: one ticker as offered by one source.
+
+    Parameters
+    ----------
+    ticker, source:
+        The key.
+    exchange:
+        Listing exchange (or crypto venue), when known.
+    active:
+        Whether the daily collection includes it.
+    frequency:
+        Collection frequency, e.g. ``"daily"`` or ``"1m"``.
+    first_seen, last_seen:
+        UTC ISO timestamps. An upsert keeps the stored ``first_seen``.
+    """
+
+    ticker: str
+    source: str
+    exchange: str | None = None
+    active: bool = True
+    frequency: str = "daily"
+    first_seen: str = field(default_factory=utc_now_iso)
+    last_seen: str = field(default_factory=utc_now_iso)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PartitionRow:
+    """One partition object of the lake.
+
+    Parameters
+    ----------
+    dataset, ticker, period:
+        The key; ``period`` is the partition label (``"2024-01"``, ``"2024"`` or ``"all"``).
+    object_key:
+        The object's key in the store.
+    source:
+        The source the rows came from, when one.
+    row_count:
+        Rows in the object.
+    min_date, max_date:
+        Inclusive date range of the rows (None for an object without a date column).
+    bytes:
+        Object size.
+    sha256, etag:
+        Content hash and the store's ETag, when known.
+    updated_at:
+        UTC ISO timestamp of the last content change.
+    """
+
+    dataset: str
+    ticker: str
+    period: str
+    object_key: str
+    source: str | None = None
+    row_count: int
+    min_date: dt.date | None
+    max_date: dt.date | None
+    bytes: int
+    sha256: str | None = None
+    etag: str | None = None
+    updated_at: str = field(default_factory=utc_now_iso)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProgressRow:
+    """The daily watermark of one (dataset, ticker, source).
+
+    Parameters
+    ----------
+    dataset, ticker, source:
+        The key.
+    last_date:
+        Last session date collected (None: nothing yet).
+    updated_at:
+        UTC ISO timestamp of the last advance.
+    """
+
+    dataset: str
+    ticker: str
+    source: str
+    last_date: dt.date | None
+    updated_at: str = field(default_factory=utc_now_iso)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRow:
+    """One ingest run.
+
+    Parameters
+    ----------
+    run_id:
+        Unique id.
+    kind:
+        What the run does, e.g. ``"daily"`` or ``"backfill"``.
+    source:
+        Source name.
+    params:
+        The run's parameters (stored as JSON).
+    status:
+        One of :data:`RUN_STATUSES`.
+    started_at, finished_at:
+        UTC ISO timestamps (``finished_at`` is None until :meth:`Catalog.finish_run`).
+    items_total, items_completed, items_failed:
+        Item counts; live while the run is unfinished, stored when it finishes.
+    error:
+        Run-level error text, when one.
+    """
+
+    run_id: str
+    kind: str
+    source: str
+    params: dict[str, Any]
+    status: str
+    started_at: str
+    finished_at: str | None = None
+    items_total: int = 0
+    items_completed: int = 0
+    items_failed: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunItemRow:
+    """The state of one (ticker, dataset) item of a run.
+
+    Parameters
+    ----------
+    run_id, ticker, dataset:
+        The key.
+    status:
+        One of :data:`ITEM_STATUSES`.
+    rows_fetched, rows_added, rows_updated:
+        Rows received from the source, new rows written, existing rows changed.
+    row_count:
+        Rows held for (dataset, ticker) after the item.
+    error:
+        Error text of a failed item.
+    started_at, finished_at:
+        UTC ISO timestamps. :meth:`Catalog.record_items` fills ``finished_at`` for a
+        ``completed``/``failed`` item that has none.
+    """
+
+    run_id: str
+    ticker: str
+    dataset: str
+    status: str
+    rows_fetched: int = 0
+    rows_added: int = 0
+    rows_updated: int = 0
+    row_count: int = 0
+    error: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+# --- conversions ---------------------------------------------------------------------------------
+
+
+def _date_text(value: dt.date | None, what: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    raise CatalogError(f"{what} must be a datetime.date or None, got {type(value).__name__}")
+
+
+def _text_date(value: Any) -> dt.date | None:
+    return None if value is None else dt.date.fromisoformat(str(value))
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.date | dt.datetime | dt.time):
+        return value.isoformat()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _check_status(status: str, allowed: frozenset[str], what: str) -> None:
+    if status not in allowed:
+        raise CatalogError(f"{what} status {status!r} is not one of {sorted(allowed)}")
+
+
+def _asset_params(r: AssetRow) -> tuple[Any, ...]:
+    return (
+        r.ticker,
+        r.source,
+        r.exchange,
+        1 if r.active else 0,
+        r.frequency,
+        r.first_seen,
+        r.last_seen,
+    )
+
+
+def _asset_row(t: Sequence[Any]) -> AssetRow:
+    return AssetRow(
+        ticker=str(t[0]),
+        source=str(t[1]),
+        exchange=_opt_str(t[2]),
+        active=bool(t[3]),
+        frequency=str(t[4]),
+        first_seen=str(t[5]),
+        last_seen=str(t[6]),
+    )
+
+
+def _partition_params(r: PartitionRow) -> tuple[Any, ...]:
+    return (
+        r.dataset,
+        r.ticker,
+        r.period,
+        r.object_key,
+        r.source,
+        int(r.row_count),
+        _date_text(r.min_date, "PartitionRow.min_date"),
+        _date_text(r.max_date, "PartitionRow.max_date"),
+        int(r.bytes),
+        r.sha256,
+        r.etag,
+        r.updated_at,
+    )
+
+
+def _partition_row(t: Sequence[Any]) -> PartitionRow:
+    return PartitionRow(
+        dataset=str(t[0]),
+        ticker=str(t[1]),
+        period=str(t[2]),
+        object_key=str(t[3]),
+        source=_opt_str(t[4]),
+        row_count=int(t[5]),
+        min_date=_text_date(t[6]),
+        max_date=_text_date(t[7]),
+        bytes=int(t[8]),
+        sha256=_opt_str(t[9]),
+        etag=_opt_str(t[10]),
+        updated_at=str(t[11]),
+    )
+
+
+def _progress_params(r: ProgressRow) -> tuple[Any, ...]:
+    return (
+        r.dataset,
+        r.ticker,
+        r.source,
+        _date_text(r.last_date, "ProgressRow.last_date"),
+        r.updated_at,
+    )
+
+
+def _progress_row(t: Sequence[Any]) -> ProgressRow:
+    return ProgressRow(
+        dataset=str(t[0]),
+        ticker=str(t[1]),
+        source=str(t[2]),
+        last_date=_text_date(t[3]),
+        updated_at=str(t[4]),
+    )
+
+
+def _run_row(t: Sequence[Any]) -> RunRow:
+    params = json.loads(t[3]) if t[3] else {}
+    return RunRow(
+        run_id=str(t[0]),
+        kind=str(t[1]),
+        source=str(t[2]),
+        params=params if isinstance(params, dict) else {"value": params},
+        status=str(t[4]),
+        started_at=str(t[5]),
+        finished_at=_opt_str(t[6]),
+        items_total=int(t[7]),
+        items_completed=int(t[8]),
+        items_failed=int(t[9]),
+        error=_opt_str(t[10]),
+    )
+
+
+def _run_item_row(t: Sequence[Any]) -> RunItemRow:
+    return RunItemRow(
+        run_id=str(t[0]),
+        ticker=str(t[1]),
+        dataset=str(t[2]),
+        status=str(t[3]),
+        rows_fetched=int(t[4]),
+        rows_added=int(t[5]),
+        rows_updated=int(t[6]),
+        row_count=int(t[7]),
+        error=_opt_str(t[8]),
+        started_at=_opt_str(t[9]),
+        finished_at=_opt_str(t[10]),
+    )
+
+
+def _where(filters: Sequence[tuple[str, Any]]) -> tuple[str, tuple[Any, ...]]:
+    """Build ``WHERE a = ? AND b = ?`` from (column, value) pairs, skipping None values."""
+    used = [(column, value) for column, value in filters if value is not None]
+    if not used:
+        return "", ()
+    clause = " WHERE " + " AND ".join(f"{column} = ?" for column, _ in used)
+    return clause, tuple(value for _, value in used)
+
+
+# --- the catalog ---------------------------------------------------------------------------------
+
+
+class Catalog:
+    """The lake's catalog on a SQLite file (or in memory).
+
+    Open with :meth:`open` (or the constructor); use as a context manager or call :meth:`close`.
+    Every method is thread-safe.
+
+    Parameters
+    ----------
+    path:
+        Database file; parent directories are created. ``None`` or ``":memory:"`` opens a private
+        in-memory catalog.
+
+    Attributes
+    ----------
+    path:
+        The database file path as text, or ``":memory:"``.
+
+    Raises
+    ------
+    CatalogError
+        The file cannot be opened, is not a SQLite database, is locked for more than 30 s, or has
+        a schema version newer than this marketlake knows.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self._lock = threading.RLock()
+        in_memory = path is None or path == MEMORY
+        self.path: str
+        if path is None or path == MEMORY:
+            self.path = MEMORY
+        else:
+            file = Path(path).expanduser()
+            self.path = os.fspath(file)
+            try:
+                file.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CatalogError(
+                    f"cannot create the directory for catalog {self.path}: {exc}; "
+                    "choose a writable location",
+                    path=self.path,
+                ) from exc
+        self._conn: sqlite3.Connection | None = None
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,  # transactions are explicit (BEGIN … COMMIT)
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise self._wrap(exc, "open") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            if not in_memory:
+                conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._wrap(exc, "open") from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None) -> Catalog:
+        """Open (creating and migrating as needed) the catalog at ``path``.
+
+        Parameters
+        ----------
+        path:
+            Database file, or ``None`` / ``":memory:"`` for an in-memory catalog.
+
+        Returns
+        -------
+        Catalog
+            The open catalog.
+        """
+        return cls(path)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection. Idempotent; later calls on the catalog raise CatalogError."""
+        with self._lock:
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                conn.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._conn is None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"Catalog({self.path!r}, {state})"
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version recorded in the database."""
+        with self._reading("read the schema version") as conn:
+            (version,) = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+            return int(version or 0)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _wrap(self, exc: sqlite3.Error, action: str) -> CatalogError:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return CatalogError(
+                f"catalog {self.path} is locked by another writer (waited {BUSY_TIMEOUT_S:g} s) "
+                f"while trying to {action}; retry when the other marketlake process is done",
+                path=self.path,
+            )
+        if "not a database" in text:
+            return CatalogError(
+                f"{self.path} is not a marketlake catalog (not a SQLite database); point the "
+                "catalog setting at another file, or move this one away and rebuild the catalog "
+                "from the store",
+                path=self.path,
+            )
+        if "unable to open" in text:
+            return CatalogError(
+                f"cannot open catalog {self.path} ({text}); check that the path is a writable "
+                "file, not a directory",
+                path=self.path,
+            )
+        return CatalogError(f"catalog {self.path}: cannot {action}: {text}", path=self.path)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        known = MIGRATIONS[-1].version
+        try:
+            (current,) = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        except sqlite3.OperationalError:  # no such table: a new catalog
+            current = None
+        if current is not None and int(current) == known:
+            return
+        self._check_not_newer(int(current or 0), known)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(_SCHEMA_MIGRATIONS_DDL)
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            (current,) = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+            current = int(current or 0)
+            self._check_not_newer(current, known)
+            for migration in MIGRATIONS:
+                if migration.version <= current:
+                    continue
+                for statement in migration.statements:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                    (migration.version, utc_now_iso()),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _check_not_newer(self, current: int, known: int) -> None:
+        if current > known:
+            raise CatalogError(
+                f"catalog {self.path} has schema version {current}, newer than the version "
+                f"{known} this marketlake understands; upgrade marketlake "
+                "(pip install -U marketlake) to use it",
+                path=self.path,
+                version=current,
+            )
+
+    @contextmanager
+    def _reading(self, action: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise CatalogError(
+                    f"catalog {self.path} is closed; open it again with Catalog.open()",
+                    path=self.path,
+                )
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                raise self._wrap(exc, action) from exc
+
+    @contextmanager
+    def _writing(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction: BEGIN IMMEDIATE … COMMIT, rolled back on any error."""
+        with self._reading(action) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    # The original error matters more than a failed rollback.
+                    with suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+
+    def _require_run(self, conn: sqlite3.Connection, run_id: str) -> str:
+        row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise self._run_not_found(run_id)
+        return str(row[0])
+
+    def _run_not_found(self, run_id: str) -> RunNotFoundError:
+        return RunNotFoundError(
+            f"run {run_id!r} is not in the catalog {self.path}; "
+            "list the known runs with `marketlake runs`",
+            run_id=run_id,
+        )
+
+    # -- assets ------------------------------------------------------------------------------
+
+    def upsert_assets(self, rows: Iterable[AssetRow]) -> None:
+        """Insert or update assets in one transaction.
+
+        An existing asset keeps its ``first_seen``; ``exchange``, ``active``, ``frequency`` and
+        ``last_seen`` take the new values.
+
+        Parameters
+        ----------
+        rows:
+            Assets to write.
+        """
+        params = [_asset_params(r) for r in rows]
+        with self._writing("upsert assets") as conn:
+            conn.executemany(_UPSERT_ASSET, params)
+
+    def assets(self, active_only: bool = False) -> list[AssetRow]:
+        """Return the monitored assets ordered by ticker, source.
+
+        Parameters
+        ----------
+        active_only:
+            Only the active ones.
+
+        Returns
+        -------
+        list[AssetRow]
+            The assets.
+        """
+        sql = f"SELECT {_ASSET_COLUMNS} FROM assets"
+        if active_only:
+            sql += " WHERE active = 1"
+        sql += " ORDER BY ticker, source"
+        with self._reading("read assets") as conn:
+            return [_asset_row(t) for t in conn.execute(sql)]
+
+    # -- partitions --------------------------------------------------------------------------
+
+    def upsert_partitions(self, rows: Iterable[PartitionRow]) -> None:
+        """Insert or replace partition rows (by dataset, ticker, period) in one transaction.
+
+        Parameters
+        ----------
+        rows:
+            Partitions to write; a later row for the same key wins.
+        """
+        params = [_partition_params(r) for r in rows]
+        with self._writing("upsert partitions") as conn:
+            conn.executemany(_UPSERT_PARTITION, params)
+
+    def replace_partitions(self, rows: Iterable[PartitionRow]) -> None:
+        """Replace the whole partitions table with ``rows`` in one transaction.
+
+        Used to rebuild the catalog from the store's ``_meta`` objects; readers never see a
+        half-rebuilt table.
+
+        Parameters
+        ----------
+        rows:
+            Every partition of the lake.
+        """
+        params = [_partition_params(r) for r in rows]
+        with self._writing("replace partitions") as conn:
+            conn.execute("DELETE FROM partitions")
+            conn.executemany(_UPSERT_PARTITION, params)
+
+    def partitions(
+        self, dataset: str | None = None, ticker: str | None = None
+    ) -> list[PartitionRow]:
+        """Return partitions ordered by dataset, ticker, period.
+
+        Parameters
+        ----------
+        dataset, ticker:
+            Optional filters.
+
+        Returns
+        -------
+        list[PartitionRow]
+            The matching partitions.
+        """
+        where, args = _where([("dataset", dataset), ("ticker", ticker)])
+        sql = f"SELECT {_PARTITION_COLUMNS} FROM partitions{where} ORDER BY dataset, ticker, period"
+        with self._reading("read partitions") as conn:
+            return [_partition_row(t) for t in conn.execute(sql, args)]
+
+    # -- collection progress -----------------------------------------------------------------
+
+    def advance_progress(self, rows: Iterable[ProgressRow]) -> None:
+        """Move daily watermarks forward in one transaction; never backwards.
+
+        A row whose ``last_date`` is None or not after the stored one changes nothing (not even
+        ``updated_at``), so backfills and re-runs cannot move a watermark back.
+
+        Parameters
+        ----------
+        rows:
+            New watermarks.
+        """
+        params = [_progress_params(r) for r in rows]
+        with self._writing("advance collection progress") as conn:
+            conn.executemany(_ADVANCE_PROGRESS, params)
+
+    def progress(
+        self,
+        dataset: str | None = None,
+        ticker: str | None = None,
+        source: str | None = None,
+    ) -> list[ProgressRow]:
+        """Return watermarks ordered by dataset, ticker, source.
+
+        Parameters
+        ----------
+        dataset, ticker, source:
+            Optional filters.
+
+        Returns
+        -------
+        list[ProgressRow]
+            The matching watermarks.
+        """
+        where, args = _where([("dataset", dataset), ("ticker", ticker), ("source", source)])
+        sql = (
+            f"SELECT {_PROGRESS_COLUMNS} FROM collection_progress{where} "
+            "ORDER BY dataset, ticker, source"
+        )
+        with self._reading("read collection progress") as conn:
+            return [_progress_row(t) for t in conn.execute(sql, args)]
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        run_id: str,
+        kind: str,
+        source: str,
+        params: Mapping[str, Any],
+        items: Sequence[tuple[str, str]],
+    ) -> None:
+        """Record a new run as ``running`` with all its items ``pending``, in one transaction.
+
+        Parameters
+        ----------
+        run_id:
+            Unique id of the run.
+        kind:
+            What the run does (``"daily"``, ``"backfill"`` …).
+        source:
+            Source name.
+        params:
+            The run's parameters; must be JSON-serialisable (dates, paths, sets and tuples are
+            converted).
+        items:
+            ``(ticker, dataset)`` pairs; duplicates are recorded once.
+
+        Raises
+        ------
+        CatalogError
+            ``run_id`` already exists, or ``params`` cannot be stored as JSON.
+        """
+        try:
+            params_json = json.dumps(
+                dict(params), sort_keys=True, separators=(",", ":"), default=_json_default
+            )
+        except (TypeError, ValueError) as exc:
+            raise CatalogError(
+                f"run {run_id!r}: params cannot be stored as JSON ({exc}); pass plain values",
+                run_id=run_id,
+            ) from exc
+        unique = list(dict.fromkeys((str(t), str(d)) for t, d in items))
+        with self._writing("create a run") as conn:
+            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
+                raise CatalogError(
+                    f"run {run_id!r} already exists in catalog {self.path}; resume it "
+                    "(--resume) or use another run id",
+                    run_id=run_id,
+                )
+            conn.execute(
+                f"INSERT INTO runs ({_RUN_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, 'running', ?, NULL, ?, 0, 0, NULL)",
+                (run_id, kind, source, params_json, utc_now_iso(), len(unique)),
+            )
+            conn.executemany(
+                f"INSERT INTO run_items ({_RUN_ITEM_COLUMNS}) "
+                "VALUES (?, ?, ?, 'pending', 0, 0, 0, 0, NULL, NULL, NULL)",
+                [(run_id, ticker, dataset) for ticker, dataset in unique],
+            )
+
+    def record_items(self, run_id: str, results: Iterable[RunItemRow]) -> None:
+        """Insert or update item states of a run in one transaction.
+
+        A ``completed``/``failed`` item without ``finished_at`` gets the current time; an item
+        without ``started_at`` keeps the stored one.
+
+        Parameters
+        ----------
+        run_id:
+            The run; every row's ``run_id`` must equal it.
+        results:
+            Item states.
+
+        Raises
+        ------
+        RunNotFoundError
+            The run does not exist.
+        CatalogError
+            A row belongs to another run or has an unknown status.
+        """
+        now = utc_now_iso()
+        params: list[tuple[Any, ...]] = []
+        for r in results:
+            if r.run_id != run_id:
+                raise CatalogError(
+                    f"record_items({run_id!r}) got an item of run {r.run_id!r} "
+                    f"({r.ticker}/{r.dataset})",
+                    run_id=run_id,
+                    ticker=r.ticker,
+                    dataset=r.dataset,
+                )
+            _check_status(r.status, ITEM_STATUSES, "run item")
+            finished = r.finished_at
+            if finished is None and r.status in _FINAL_RUN_STATUSES:
+                finished = now
+            params.append(
+                (
+                    run_id,
+                    r.ticker,
+                    r.dataset,
+                    r.status,
+                    int(r.rows_fetched),
+                    int(r.rows_added),
+                    int(r.rows_updated),
+                    int(r.row_count),
+                    r.error,
+                    r.started_at,
+                    finished,
+                )
+            )
+        with self._writing("record run items") as conn:
+            self._require_run(conn, run_id)
+            conn.executemany(_UPSERT_RUN_ITEM, params)
+
+    def reset_items(self, run_id: str, items: Iterable[tuple[str, str]]) -> None:
+        """Set items back to ``pending`` (counts, error and times cleared) to resume a run.
+
+        Items not yet in the run are added. The run itself goes back to ``running`` (its
+        ``finished_at`` and ``error`` are cleared) until :meth:`finish_run` is called again.
+
+        Parameters
+        ----------
+        run_id:
+            The run.
+        items:
+            ``(ticker, dataset)`` pairs.
+
+        Raises
+        ------
+        RunNotFoundError
+            The run does not exist.
+        """
+        params = [(run_id, str(t), str(d)) for t, d in items]
+        with self._writing("reset run items") as conn:
+            self._require_run(conn, run_id)
+            conn.executemany(_RESET_RUN_ITEM, params)
+            conn.execute(
+                "UPDATE runs SET status = 'running', finished_at = NULL, error = NULL "
+                "WHERE run_id = ?",
+                (run_id,),
+            )
+
+    def finish_run(
+        self, run_id: str, status: str | None = None, error: str | None = None
+    ) -> RunRow:
+        """Mark a run finished, storing its item counts and ``finished_at``.
+
+        Parameters
+        ----------
+        run_id:
+            The run.
+        status:
+            ``"completed"`` or ``"failed"``. None derives it: ``completed`` when every item
+            completed, ``failed`` otherwise (an item failed or never ran).
+        error:
+            Run-level error text, if any.
+
+        Returns
+        -------
+        RunRow
+            The finished run.
+
+        Raises
+        ------
+        RunNotFoundError
+            The run does not exist.
+        CatalogError
+            ``status`` is not a final status.
+        """
+        if status is not None:
+            _check_status(status, _FINAL_RUN_STATUSES, "final run")
+        with self._writing("finish a run") as conn:
+            self._require_run(conn, run_id)
+            total, completed, failed = conn.execute(
+                "SELECT COUNT(*),"
+                " COALESCE(SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END), 0),"
+                " COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0)"
+                " FROM run_items WHERE run_id = ?",
+                (run_id,),
+            ).fetchone()
+            if status is None:
+                status = "completed" if int(completed) == int(total) else "failed"
+            conn.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, error = ?, items_total = ?,"
+                " items_completed = ?, items_failed = ? WHERE run_id = ?",
+                (status, utc_now_iso(), error, int(total), int(completed), int(failed), run_id),
+            )
+            row = conn.execute(_SELECT_RUNS + " WHERE r.run_id = ?", (run_id,)).fetchone()
+            return _run_row(row)
+
+    def get_run(self, run_id: str) -> RunRow:
+        """Return one run.
+
+        Parameters
+        ----------
+        run_id:
+            The run.
+
+        Returns
+        -------
+        RunRow
+            The run (item counts are live while it is unfinished).
+
+        Raises
+        ------
+        RunNotFoundError
+            No run has this id; the message suggests ``marketlake runs``.
+        """
+        with self._reading("read a run") as conn:
+            row = conn.execute(_SELECT_RUNS + " WHERE r.run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise self._run_not_found(run_id)
+            return _run_row(row)
+
+    def list_runs(self, limit: int = 20) -> list[RunRow]:
+        """Return the most recent runs, newest first.
+
+        Parameters
+        ----------
+        limit:
+            Maximum number of runs (at least 1).
+
+        Returns
+        -------
+        list[RunRow]
+            Runs ordered by ``started_at`` descending (ties by run id descending).
+        """
+        if limit < 1:
+            raise CatalogError(f"list_runs limit must be at least 1, got {limit}")
+        sql = _SELECT_RUNS + " ORDER BY r.started_at DESC, r.run_id DESC LIMIT ?"
+        with self._reading("list runs") as conn:
+            return [_run_row(t) for t in conn.execute(sql, (int(limit),))]
+
+    def run_items(self, run_id: str, status: str | None = None) -> list[RunItemRow]:
+        """Return the items of a run ordered by ticker, dataset.
+
+        Parameters
+        ----------
+        run_id:
+            The run.
+        status:
+            Only items in this status.
+
+        Returns
+        -------
+        list[RunItemRow]
+            The items.
+
+        Raises
+        ------
+        RunNotFoundError
+            The run does not exist.
+        """
+        if status is not None:
+            _check_status(status, ITEM_STATUSES, "run item")
+        where, args = _where([("run_id", run_id), ("status", status)])
+        sql = f"SELECT {_RUN_ITEM_COLUMNS} FROM run_items{where} ORDER BY ticker, dataset"
+        with self._reading("read run items") as conn:
+            self._require_run(conn, run_id)
+            return [_run_item_row(t) for t in conn.execute(sql, args)]
+
+    def unfinished_items(self, run_id: str) -> list[tuple[str, str]]:
+        """Return the ``(ticker, dataset)`` items of a run that are not ``completed``.
+
+        Parameters
+        ----------
+        run_id:
+            The run.
+
+        Returns
+        -------
+        list[tuple[str, str]]
+            Items ordered by ticker, dataset: what a resume has to do.
+
+        Raises
+        ------
+        RunNotFoundError
+            The run does not exist.
+        """
+        sql = (
+            "SELECT ticker, dataset FROM run_items WHERE run_id = ? AND status <> 'completed' "
+            "ORDER BY ticker, dataset"
+        )
+        with self._reading("read unfinished run items") as conn:
+            self._require_run(conn, run_id)
+            return [(str(t), str(d)) for t, d in conn.execute(sql, (run_id,))]
+
+    # -- comparison --------------------------------------------------------------------------
+
+    def snapshot(self, *, include_timestamps: bool = True) -> dict[str, list[tuple[Any, ...]]]:
+        """Return the assets and partitions tables as tuples sorted by primary key.
+
+        Values are as stored (dates and timestamps as ISO text, ``active`` as 0/1), in column
+        order. Meant for comparing a catalog rebuilt from the store with the live one.
+
+        Parameters
+        ----------
+        include_timestamps:
+            False drops ``first_seen``/``last_seen`` (assets) and ``updated_at`` (partitions).
+
+        Returns
+        -------
+        dict[str, list[tuple]]
+            ``{"assets": [...], "partitions": [...]}``.
+        """
+        asset_cols = _ASSET_COLUMNS
+        partition_cols = _PARTITION_COLUMNS
+        if not include_timestamps:
+            asset_cols = asset_cols.removesuffix(", first_seen, last_seen")
+            partition_cols = partition_cols.removesuffix(", updated_at")
+        with self._reading("snapshot the catalog") as conn:
+            assets = conn.execute(f"SELECT {asset_cols} FROM assets ORDER BY ticker, source")
+            asset_rows = [tuple(t) for t in assets]
+            partitions = conn.execute(
+                f"SELECT {partition_cols} FROM partitions ORDER BY dataset, ticker, period"
+            )
+            partition_rows = [tuple(t) for t in partitions]
+        return {"assets": asset_rows, "partitions": partition_rows}

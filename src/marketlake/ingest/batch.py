@@ -1,0 +1,373 @@
+"""Batch ingest: tickers x datasets from a source into the lake, resumable and idempotent.
+
+One *item* is a (ticker, dataset) pair. Per ticker a worker fetches once from the source (the only
+I/O stage of the source), parses, and writes each dataset (data -> ``_meta``); the main thread
+records results in the catalog in chunks (commit order data -> ``_meta`` -> catalog). A failed
+item never stops the others; ``resume_batch`` re-runs only the items of a run that are not
+completed. A second run of the same batch rewrites no object.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import pyarrow as pa
+
+from marketlake.catalog import Catalog, RunItemRow
+from marketlake.errors import MarketlakeError, is_retryable
+from marketlake.ingest.progress import NullProgress, Progress
+from marketlake.ingest.writer import PartitionWriter, WriteResult, utc_now_iso
+from marketlake.schemas.datasets import get_dataset
+from marketlake.schemas.tickers import normalize_tickers
+from marketlake.sources.base import Source, SourceRequest
+from marketlake.sources.registry import get_source
+from marketlake.storage.meta import TickerMeta
+
+log = logging.getLogger("marketlake.ingest.items")
+
+DEFAULT_WORKERS = 16
+FLUSH_EVERY = 1000
+FLUSH_SECONDS = 1.0
+
+
+class IngestTarget(Protocol):
+    """What a batch needs from a lake (:class:`marketlake.Lake` provides it)."""
+
+    writer: PartitionWriter
+    catalog: Catalog
+
+    def record(self, results: Sequence[WriteResult], *, source: str | None = None) -> None: ...
+
+    def meta(self, ticker: str, dataset: str) -> TickerMeta | None: ...
+
+
+@dataclass
+class RunSummary:
+    """What a batch did. ``objects_written`` is 0 for an idempotent re-run."""
+
+    run_id: str
+    status: str
+    items_total: int
+    items_completed: int
+    items_failed: int
+    rows_fetched: int
+    rows_added: int
+    rows_updated: int
+    objects_written: int
+    seconds: float
+    failures: list[RunItemRow] = field(default_factory=list)
+
+
+@dataclass
+class _Outcome:
+    items: list[RunItemRow]
+    writes: list[WriteResult]
+
+
+def run_batch(
+    lake: IngestTarget,
+    source: Source,
+    tickers: Sequence[str],
+    datasets: Sequence[str],
+    start: dt.date,
+    end: dt.date,
+    *,
+    kind: str = "daily",
+    workers: int = DEFAULT_WORKERS,
+    progress: Progress | None = None,
+    run_id: str | None = None,
+    fetch_retries: int = 3,
+) -> RunSummary:
+    """Ingest ``tickers`` x ``datasets`` for the inclusive session range ``[start, end]``.
+
+    Parameters
+    ----------
+    lake:
+        Target lake.
+    source:
+        Data source (see :mod:`marketlake.sources`).
+    tickers, datasets:
+        What to collect; tickers are normalised, datasets validated against the registry and the
+        source's capabilities.
+    start, end:
+        Inclusive exchange session dates (no time zone).
+    kind:
+        ``"daily"`` or ``"backfill"`` (recorded with the run).
+    workers:
+        Size of the worker pool (threads).
+    progress:
+        Progress reporter (default: none).
+    run_id:
+        Use this id instead of a fresh one.
+    fetch_retries:
+        Attempts for retryable source errors (jittered exponential backoff).
+
+    Returns
+    -------
+    RunSummary
+    """
+    symbols = normalize_tickers(list(tickers))
+    names = [get_dataset(d).name for d in dict.fromkeys(datasets)]
+    unsupported = [d for d in names if d not in source.datasets]
+    if unsupported:
+        raise MarketlakeError(
+            f"source {source.name!r} does not provide {unsupported}; it provides "
+            f"{list(source.datasets)}",
+            source=source.name,
+        )
+    if end < start:
+        raise MarketlakeError(f"end {end} is before start {start}")
+    run_id = run_id or _new_run_id()
+    items = [(t, d) for t in symbols for d in names]
+    params = {
+        "source": source.name,
+        "datasets": names,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "kind": kind,
+    }
+    lake.catalog.create_run(run_id, kind, source.name, params, items)
+    return _execute(lake, source, run_id, items, start, end, workers, progress, fetch_retries)
+
+
+def resume_batch(
+    lake: IngestTarget,
+    run_id: str,
+    *,
+    source: Source | None = None,
+    workers: int = DEFAULT_WORKERS,
+    progress: Progress | None = None,
+    fetch_retries: int = 3,
+) -> RunSummary:
+    """Re-run only the items of ``run_id`` that did not complete (failed, pending, running)."""
+    run = lake.catalog.get_run(run_id)
+    params = run.params
+    src = source or get_source(str(params["source"]))
+    start = dt.date.fromisoformat(str(params["start"]))
+    end = dt.date.fromisoformat(str(params["end"]))
+    items = lake.catalog.unfinished_items(run_id)
+    lake.catalog.reset_items(run_id, items)
+    return _execute(lake, src, run_id, items, start, end, workers, progress, fetch_retries)
+
+
+def _new_run_id() -> str:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def _execute(
+    lake: IngestTarget,
+    source: Source,
+    run_id: str,
+    items: list[tuple[str, str]],
+    start: dt.date,
+    end: dt.date,
+    workers: int,
+    progress: Progress | None,
+    fetch_retries: int,
+) -> RunSummary:
+    t0 = time.perf_counter()
+    reporter = progress or NullProgress()
+    by_ticker: dict[str, list[str]] = {}
+    for ticker, dataset in items:
+        by_ticker.setdefault(ticker, []).append(dataset)
+    reporter.start(len(items), f"{source.name} {start}..{end}")
+    summary = RunSummary(run_id, "running", len(items), 0, 0, 0, 0, 0, 0, 0.0)
+    pending_items: list[RunItemRow] = []
+    pending_writes: list[WriteResult] = []
+    last_flush = time.monotonic()
+
+    def flush() -> None:
+        nonlocal last_flush
+        if pending_writes:
+            lake.record(pending_writes, source=source.name)
+        if pending_items:
+            lake.catalog.record_items(run_id, pending_items)
+        pending_items.clear()
+        pending_writes.clear()
+        last_flush = time.monotonic()
+
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="marketlake-ingest") as pool:
+        futures: set[Future[_Outcome]] = set()
+        queue = iter(by_ticker.items())
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(futures) < workers * 4:
+                    nxt = next(queue, None)
+                    if nxt is None:
+                        exhausted = True
+                        break
+                    ticker, dsets = nxt
+                    req = SourceRequest(ticker, tuple(dsets), start, end)
+                    futures.add(pool.submit(_process, lake, source, req, fetch_retries, run_id))
+                if not futures:
+                    break
+                done, futures = wait(futures, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    outcome = fut.result()
+                    _tally(summary, outcome)
+                    pending_items.extend(outcome.items)
+                    pending_writes.extend(outcome.writes)
+                    failed = sum(1 for i in outcome.items if i.status == "failed")
+                    reporter.advance(len(outcome.items), failed=failed)
+                if (
+                    len(pending_items) >= FLUSH_EVERY
+                    or time.monotonic() - last_flush > FLUSH_SECONDS
+                ):
+                    flush()
+        finally:
+            flush()
+            reporter.finish()
+    status = "failed" if summary.items_failed else "completed"
+    lake.catalog.finish_run(run_id, status)
+    summary.status = status
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _tally(summary: RunSummary, outcome: _Outcome) -> None:
+    for item in outcome.items:
+        if item.status == "completed":
+            summary.items_completed += 1
+        else:
+            summary.items_failed += 1
+            summary.failures.append(item)
+        summary.rows_fetched += item.rows_fetched
+        summary.rows_added += item.rows_added
+        summary.rows_updated += item.rows_updated
+    summary.objects_written += sum(w.objects_written for w in outcome.writes)
+
+
+def _fetch(source: Source, req: SourceRequest, retries: int) -> dict[str, pa.Table]:
+    delay = 0.5
+    for attempt in range(1, retries + 1):
+        try:
+            return source.parse(req, source.fetch(req))
+        except MarketlakeError as exc:
+            if not is_retryable(exc) or attempt == retries:
+                raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+def _process(
+    lake: IngestTarget, source: Source, req: SourceRequest, retries: int, run_id: str
+) -> _Outcome:
+    started = utc_now_iso()
+    items: list[RunItemRow] = []
+    writes: list[WriteResult] = []
+    try:
+        tables = _fetch(source, req, retries)
+    except Exception as exc:  # one ticker's failure must not stop the batch
+        message = _describe(exc)
+        log.warning("%s: fetch failed: %s", req.ticker, message)
+        finished = utc_now_iso()
+        for d in req.datasets:
+            items.append(
+                RunItemRow(
+                    run_id=run_id,
+                    ticker=req.ticker,
+                    dataset=d,
+                    status="failed",
+                    rows_fetched=0,
+                    rows_added=0,
+                    rows_updated=0,
+                    row_count=0,
+                    error=message,
+                    started_at=started,
+                    finished_at=finished,
+                )
+            )
+        return _Outcome(items, writes)
+    for d in req.datasets:
+        table = tables.get(d)
+        fetched = table.num_rows if table is not None else 0
+        try:
+            if table is None or fetched == 0:
+                log.info(
+                    "%s %s: no rows from %s for %s..%s",
+                    d,
+                    req.ticker,
+                    source.name,
+                    req.start,
+                    req.end,
+                )
+                meta = lake.meta(req.ticker, d)
+                count = meta.row_count if meta else 0
+                items.append(
+                    _item(run_id, req.ticker, d, "completed", 0, 0, 0, count, None, started)
+                )
+                continue
+            result = lake.writer.write(get_dataset(d), req.ticker, table, source=source.name)
+            writes.append(result)
+            log.info(
+                "%s %s: %d fetched, %d added, %d updated, %d rows total",
+                d,
+                req.ticker,
+                fetched,
+                result.rows_added,
+                result.rows_updated,
+                result.row_count,
+            )
+            items.append(
+                _item(
+                    run_id,
+                    req.ticker,
+                    d,
+                    "completed",
+                    fetched,
+                    result.rows_added,
+                    result.rows_updated,
+                    result.row_count,
+                    None,
+                    started,
+                )
+            )
+        except Exception as exc:
+            message = _describe(exc)
+            log.warning("%s %s: failed: %s", d, req.ticker, message)
+            items.append(_item(run_id, req.ticker, d, "failed", fetched, 0, 0, 0, message, started))
+    return _Outcome(items, writes)
+
+
+def _item(
+    run_id: str,
+    ticker: str,
+    dataset: str,
+    status: str,
+    fetched: int,
+    added: int,
+    updated: int,
+    count: int,
+    error: str | None,
+    started: str,
+) -> RunItemRow:
+    return RunItemRow(
+        run_id=run_id,
+        ticker=ticker,
+        dataset=dataset,
+        status=status,
+        rows_fetched=fetched,
+        rows_added=added,
+        rows_updated=updated,
+        row_count=count,
+        error=error,
+        started_at=started,
+        finished_at=utc_now_iso(),
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, MarketlakeError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

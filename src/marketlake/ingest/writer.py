@@ -1,0 +1,287 @@
+"""The write path: merge rows into partitions with conditional writes, then update ``_meta``.
+
+For one (dataset, ticker) and a batch of rows:
+
+1. check the rows against the canonical schema (:func:`marketlake.schemas.conform.conform`);
+   a bad batch raises before anything is read or written;
+2. read ``_meta`` (remember its ETag);
+3. for every partition the rows touch: read it (remember its ETag), merge (dedupe on the key,
+   new wins, sort), encode deterministically; if the bytes equal what is stored, write nothing;
+   otherwise write with a conditional PUT (create-if-absent / if-ETag-matches). A lost race
+   (:class:`~marketlake.errors.ConflictError`) re-reads and re-merges, with backoff;
+4. write ``_meta`` with a conditional PUT if anything in it changed (on a race: re-read it and
+   re-check each of our partitions' current ETag).
+
+Commit order is therefore data -> ``_meta``; the caller records the catalog afterwards. A crash
+between steps leaves readable data and a stale ``_meta``, which the next write for that ticker
+repairs (it rewrites ``_meta`` whenever an entry disagrees with the object).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from marketlake.errors import ConflictError
+from marketlake.ingest.merge import merge_rows
+from marketlake.schemas.conform import conform
+from marketlake.schemas.datasets import Dataset
+from marketlake.storage.layout import Layout
+from marketlake.storage.meta import PartitionMeta, TickerMeta, meta_key
+from marketlake.storage.parquet import decode_table, encode_table, sha256_hex
+from marketlake.storage.store import GetResult, ObjectStore
+
+
+def utc_now_iso() -> str:
+    """Current UTC time as ISO 8601 with microseconds and a ``Z`` suffix."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """Outcome of one write for (dataset, ticker).
+
+    ``rows_added`` are keys new to the lake, ``rows_updated`` existing keys whose values changed,
+    ``row_count`` the ticker's total rows afterwards, ``objects_written`` how many data and meta
+    objects were actually rewritten (0 on an idempotent re-run).
+    """
+
+    dataset: str
+    ticker: str
+    rows_in: int
+    rows_added: int
+    rows_updated: int
+    row_count: int
+    objects_written: int
+    meta: TickerMeta
+    changed_partitions: list[PartitionMeta] = field(default_factory=list)
+
+
+def split_by_period(table: pa.Table, time_column: str, layout: Layout) -> dict[str, pa.Table]:
+    """Group rows by partition period label (pure)."""
+    if layout.grain == "all" or table.num_rows == 0:
+        return {"all": table} if table.num_rows else {}
+    days = table.column(time_column).combine_chunks()
+    if pa.types.is_timestamp(days.type):
+        days = pc.cast(days, pa.date32())
+    values = days.to_numpy(zero_copy_only=False).astype("datetime64[D]")
+    unit = "M" if layout.grain == "month" else "Y"
+    buckets = values.astype(f"datetime64[{unit}]")
+    uniq = np.unique(buckets)
+    if len(uniq) == 1:
+        return {layout.period_of(_to_date(uniq[0])): table}
+    out: dict[str, pa.Table] = {}
+    for b in uniq:
+        idx = np.flatnonzero(buckets == b)
+        out[layout.period_of(_to_date(b))] = table.take(pa.array(idx))
+    return out
+
+
+def _to_date(value: np.datetime64) -> dt.date:
+    return dt.date.fromisoformat(str(value.astype("datetime64[D]")))
+
+
+class PartitionWriter:
+    """Writes batches of rows for one lake store. Thread-safe (holds no mutable state).
+
+    Parameters
+    ----------
+    store:
+        The lake's object store.
+    layouts:
+        Dataset name -> validated layout.
+    clock:
+        Returns the current UTC time as ISO text (injectable for tests).
+    max_conflicts:
+        How many lost races to absorb per object before giving up with ConflictError.
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        layouts: dict[str, Layout],
+        *,
+        clock: Callable[[], str] = utc_now_iso,
+        max_conflicts: int = 50,
+    ) -> None:
+        self.store = store
+        self.layouts = layouts
+        self.clock = clock
+        self.max_conflicts = max_conflicts
+
+    def write(
+        self, dataset: Dataset, ticker: str, data: Any, *, source: str | None = None
+    ) -> WriteResult:
+        """Merge ``data`` (rows of one ticker) into the lake; see the module docstring.
+
+        ``ticker`` must already be normalised. Raises SchemaError/DataValidationError before any
+        I/O when ``data`` does not fit the dataset; storage errors propagate (nothing half-written:
+        each object is replaced atomically).
+        """
+        table = conform(data, dataset, ticker)
+        layout = self.layouts[dataset.name]
+        groups = split_by_period(table, dataset.time_column, layout)
+        mkey = meta_key(dataset.name, ticker)
+        meta_obj = self.store.get_or_none(mkey)
+        meta = self._decode_meta(meta_obj, dataset, ticker, mkey)
+        now = self.clock()
+        added = updated = written = 0
+        mine: dict[str, PartitionMeta] = {}
+        for period in sorted(groups):
+            key = layout.key(dataset.name, dataset.version, ticker, period)
+            pmeta, a, u, w = self._write_partition(
+                dataset, key, period, groups[period], now, source
+            )
+            mine[period] = pmeta
+            added, updated, written = added + a, updated + u, written + w
+        changed = [p for p in mine.values() if not p.same_content(meta.partitions.get(p.period))]
+        final_meta = meta
+        if changed or meta_obj is None:
+            final_meta, w = self._commit_meta(dataset, ticker, mkey, meta, meta_obj, mine, now)
+            written += w
+        return WriteResult(
+            dataset=dataset.name,
+            ticker=ticker,
+            rows_in=table.num_rows,
+            rows_added=added,
+            rows_updated=updated,
+            row_count=final_meta.row_count,
+            objects_written=written,
+            meta=final_meta,
+            changed_partitions=changed,
+        )
+
+    # -- partitions -------------------------------------------------------------------------
+
+    def _write_partition(
+        self,
+        dataset: Dataset,
+        key: str,
+        period: str,
+        rows: pa.Table,
+        now: str,
+        source: str | None,
+    ) -> tuple[PartitionMeta, int, int, int]:
+        for attempt in range(self.max_conflicts + 1):
+            current = self.store.get_or_none(key)
+            existing = decode_table(current.data, key=key) if current is not None else None
+            if existing is not None and existing.schema != dataset.schema:
+                existing = conform(existing, dataset, key)
+            result = merge_rows(existing, rows, dataset.key)
+            if current is not None and result.added == 0 and result.updated == 0:
+                return (
+                    self._pmeta(dataset, key, period, result.table, current, now, source),
+                    0,
+                    0,
+                    0,
+                )
+            data = encode_table(result.table)
+            if current is not None and sha256_hex(data) == sha256_hex(current.data):
+                return (
+                    self._pmeta(dataset, key, period, result.table, current, now, source),
+                    0,
+                    0,
+                    0,
+                )
+            try:
+                etag = self.store.put_if_match(key, data, current.etag if current else None)
+            except ConflictError:
+                if attempt == self.max_conflicts:
+                    raise
+                time.sleep(min(0.5, 0.005 * 2 ** min(attempt, 7)) * random.random())
+                continue
+            pmeta = self._pmeta(
+                dataset, key, period, result.table, GetResult(data, etag), now, source
+            )
+            return pmeta, result.added, result.updated, 1
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _pmeta(
+        dataset: Dataset,
+        key: str,
+        period: str,
+        table: pa.Table,
+        obj: GetResult,
+        now: str,
+        source: str | None,
+    ) -> PartitionMeta:
+        tcol = table.column(dataset.time_column)
+        lo, hi = pc.min(tcol).as_py(), pc.max(tcol).as_py()
+        return PartitionMeta(
+            period=period,
+            key=key,
+            rows=table.num_rows,
+            min_date=lo.date() if isinstance(lo, dt.datetime) else lo,
+            max_date=hi.date() if isinstance(hi, dt.datetime) else hi,
+            bytes=len(obj.data),
+            sha256=sha256_hex(obj.data),
+            etag=obj.etag,
+            updated_at=now,
+            source=source,
+        )
+
+    # -- metadata ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _decode_meta(obj: GetResult | None, dataset: Dataset, ticker: str, key: str) -> TickerMeta:
+        if obj is None:
+            return TickerMeta(dataset.name, ticker, "", {})
+        return TickerMeta.from_bytes(obj.data, key=key)
+
+    def _commit_meta(
+        self,
+        dataset: Dataset,
+        ticker: str,
+        mkey: str,
+        meta: TickerMeta,
+        meta_obj: GetResult | None,
+        mine: dict[str, PartitionMeta],
+        now: str,
+    ) -> tuple[TickerMeta, int]:
+        for attempt in range(self.max_conflicts + 1):
+            parts = dict(meta.partitions)
+            for period, p in mine.items():
+                old = parts.get(period)
+                parts[period] = old if old is not None and p.same_content(old) else p
+            new_meta = TickerMeta(dataset.name, ticker, now, parts)
+            try:
+                self.store.put_if_match(
+                    mkey, new_meta.to_bytes(), meta_obj.etag if meta_obj else None
+                )
+                return new_meta, 1
+            except ConflictError:
+                if attempt == self.max_conflicts:
+                    raise
+                time.sleep(min(0.5, 0.005 * 2 ** min(attempt, 7)) * random.random())
+                meta_obj = self.store.get_or_none(mkey)
+                meta = self._decode_meta(meta_obj, dataset, ticker, mkey)
+                mine = self._refresh(dataset, mine)
+        raise AssertionError("unreachable")
+
+    def _refresh(
+        self, dataset: Dataset, mine: dict[str, PartitionMeta]
+    ) -> dict[str, PartitionMeta]:
+        """After a lost ``_meta`` race: re-describe our partitions from what is stored now."""
+        out = {}
+        for period, p in mine.items():
+            info = self.store.head(p.key)
+            if info is not None and info.etag == p.etag:
+                out[period] = p
+                continue
+            current = self.store.get_or_none(p.key)
+            if current is None:
+                continue
+            table = decode_table(current.data, key=p.key)
+            out[period] = self._pmeta(
+                dataset, p.key, period, table, current, p.updated_at, p.source
+            )
+        return out

@@ -1,0 +1,474 @@
+"""The :class:`Lake`: open a lake by URL, read and write per-ticker datasets.
+
+Reads compute object keys from the ticker and the date range (no LIST), fetch them concurrently,
+skip periods that do not exist, filter to the inclusive range and sort. Writes go through
+:class:`~marketlake.ingest.writer.PartitionWriter` (data -> ``_meta``) and then the catalog.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from marketlake.catalog import AssetRow, Catalog, PartitionRow, ProgressRow
+from marketlake.errors import MarketlakeError, ObjectNotFoundError
+from marketlake.ingest.writer import PartitionWriter, WriteResult, utc_now_iso
+from marketlake.schemas.datasets import Dataset, get_dataset, list_datasets
+from marketlake.schemas.tickers import normalize_ticker
+from marketlake.storage.format import LakeMarker, ensure_marker
+from marketlake.storage.layout import Layout
+from marketlake.storage.meta import META_PREFIX, TickerMeta, meta_key
+from marketlake.storage.parquet import decode_table
+from marketlake.storage.store import ObjectStore, open_store
+
+Output = Literal["pandas", "polars", "arrow"]
+DateLike = dt.date | str | None
+
+CATALOG_FILE = "_catalog.sqlite"
+
+
+def _as_date(value: DateLike, name: str) -> dt.date | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise MarketlakeError(f"{name}={value!r} is not a date; use YYYY-MM-DD") from None
+
+
+def convert(table: pa.Table, output: Output) -> Any:
+    """Convert an Arrow table to the requested output type.
+
+    pandas output turns ``date32`` columns into ``datetime64[ns]`` (naive, session dates).
+    """
+    if output == "arrow":
+        return table
+    if output == "polars":
+        import polars as pl
+
+        return pl.from_arrow(table)
+    if output == "pandas":
+        return table.to_pandas(date_as_object=False, coerce_temporal_nanoseconds=True)
+    raise MarketlakeError(f"output={output!r} is not one of 'pandas', 'polars', 'arrow'")
+
+
+@dataclass
+class BatchReadResult:
+    """Result of :meth:`Lake.read_batch`: tidy data for the tickers that worked, errors for the
+    others. ``data`` has a leading ``ticker`` column (long format); ``errors`` maps a ticker to the
+    exception that stopped it; ``missing`` lists tickers with no rows in the range."""
+
+    data: Any
+    errors: dict[str, MarketlakeError] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+
+class Lake:
+    """A market-data lake: an object store, its layouts and a catalog.
+
+    Open with :func:`marketlake.open`. Thread-safe for concurrent reads and writes.
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        catalog: Catalog,
+        marker: LakeMarker,
+        *,
+        max_workers: int = 16,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.marker = marker
+        self.layouts = {name: Layout.parse(t) for name, t in marker.layouts.items()}
+        self.writer = PartitionWriter(store, self.layouts)
+        self.max_workers = max_workers
+        self._pool: ThreadPoolExecutor | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Where the lake lives (no credentials)."""
+        return self.store.url
+
+    def close(self) -> None:
+        """Release the catalog connection and worker threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self.catalog.close()
+
+    def __enter__(self) -> Lake:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Lake({self.url!r})"
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="marketlake-io")
+        return self._pool
+
+    def dataset(self, name: str) -> Dataset:
+        """The registered dataset ``name`` (raises UnknownDatasetError with the known names)."""
+        return get_dataset(name)
+
+    def layout(self, name: str) -> Layout:
+        """The key layout this lake uses for dataset ``name``."""
+        get_dataset(name)
+        return self.layouts[name]
+
+    def key(self, ticker: str, dataset: str, day: dt.date) -> str:
+        """Object key of the partition holding ``day`` for ``ticker`` (no I/O)."""
+        ds = get_dataset(dataset)
+        layout = self.layouts[dataset]
+        return layout.key(ds.name, ds.version, normalize_ticker(ticker), layout.period_of(day))
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def write(
+        self, ticker: str, dataset: str, data: Any, *, source: str | None = None
+    ) -> WriteResult:
+        """Merge rows for one ticker into ``dataset`` (upsert on the dataset's key, new wins).
+
+        Parameters
+        ----------
+        ticker:
+            Symbol; normalised (upper case, class shares with a dot).
+        dataset:
+            Dataset name, e.g. ``"prices"``.
+        data:
+            pyarrow Table or pandas/Polars DataFrame with the dataset's columns. For ``prices``:
+            raw (unadjusted) OHLCV with session dates (no time zone) and the vendor's adjusted
+            close in ``adj_close`` (may be null).
+        source:
+            Name recorded in the catalog for these rows.
+
+        Returns
+        -------
+        WriteResult
+            Rows added/updated, the ticker's row count and how many objects were rewritten.
+
+        Raises
+        ------
+        SchemaError, DataValidationError
+            The rows do not fit the dataset; nothing is written.
+        """
+        ds = get_dataset(dataset)
+        symbol = normalize_ticker(ticker)
+        result = self.writer.write(ds, symbol, data, source=source)
+        self.record([result], source=source)
+        return result
+
+    def record(self, results: Sequence[WriteResult], *, source: str | None = None) -> None:
+        """Record write results in the catalog (the last step of the commit order)."""
+        parts: list[PartitionRow] = []
+        progress: list[ProgressRow] = []
+        assets: dict[tuple[str, str], AssetRow] = {}
+        now = utc_now_iso()
+        src = source or "manual"
+        for r in results:
+            for p in r.changed_partitions:
+                parts.append(_partition_row(r.dataset, r.ticker, p, p.source or src))
+            if r.meta.max_date is not None:
+                progress.append(
+                    ProgressRow(
+                        dataset=r.dataset,
+                        ticker=r.ticker,
+                        source=src,
+                        last_date=r.meta.max_date,
+                        updated_at=now,
+                    )
+                )
+            assets[(r.ticker, src)] = AssetRow(
+                ticker=r.ticker, source=src, first_seen=now, last_seen=now
+            )
+        if parts:
+            self.catalog.upsert_partitions(parts)
+        if progress:
+            self.catalog.advance_progress(progress)
+        if assets:
+            self.catalog.upsert_assets(assets.values())
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def meta(self, ticker: str, dataset: str) -> TickerMeta | None:
+        """The ``_meta`` object for (dataset, ticker): partitions, date range, row count."""
+        ds = get_dataset(dataset)
+        key = meta_key(ds.name, normalize_ticker(ticker))
+        got = self.store.get_or_none(key)
+        return TickerMeta.from_bytes(got.data, key=key) if got else None
+
+    def read(
+        self,
+        ticker: str,
+        dataset: str = "prices",
+        start: DateLike = None,
+        end: DateLike = None,
+        columns: Sequence[str] | None = None,
+        output: Output = "pandas",
+    ) -> Any:
+        """Read one ticker's rows of ``dataset`` between ``start`` and ``end``, both inclusive.
+
+        Parameters
+        ----------
+        ticker:
+            Symbol, e.g. ``"AAPL"`` (normalised).
+        dataset:
+            Dataset name (default ``"prices"``: raw, unadjusted OHLCV plus vendor ``adj_close``).
+        start, end:
+            Inclusive session dates (``date`` or ``"YYYY-MM-DD"``); None means from the first /
+            to the last stored row (read from ``_meta``, one extra small GET).
+        columns:
+            Columns to return; the time column is always included first.
+        output:
+            ``"pandas"`` (default; dates as ``datetime64[ns]``), ``"polars"`` or ``"arrow"``.
+
+        Returns
+        -------
+        DataFrame or Table sorted ascending by date; empty (with the right columns) when no rows.
+
+        Examples
+        --------
+        >>> lake.read("AAPL", "prices", "2024-01-01", "2024-03-31")  # doctest: +SKIP
+        """
+        ds = get_dataset(dataset)
+        return convert(self._read_arrow(ds, normalize_ticker(ticker), start, end, columns), output)
+
+    def _read_arrow(
+        self,
+        ds: Dataset,
+        ticker: str,
+        start: DateLike,
+        end: DateLike,
+        columns: Sequence[str] | None,
+    ) -> pa.Table:
+        lo, hi = _as_date(start, "start"), _as_date(end, "end")
+        cols = _columns(ds, columns)
+        layout = self.layouts[ds.name]
+        if lo is None or hi is None:
+            meta = self.meta(ticker, ds.name)
+            if meta is None or meta.min_date is None or meta.max_date is None:
+                return ds.schema.empty_table().select(cols)
+            lo = lo or meta.min_date
+            hi = hi or meta.max_date
+            periods = [p for p in layout.periods_between(lo, hi) if p in meta.partitions]
+        else:
+            periods = layout.periods_between(lo, hi)
+        if hi < lo or not periods:
+            return ds.schema.empty_table().select(cols)
+        keys = [layout.key(ds.name, ds.version, ticker, p) for p in periods]
+        tables = self._fetch_tables(keys, cols)
+        if not tables:
+            return ds.schema.empty_table().select(cols)
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        tcol = table.column(ds.time_column)
+        mask = pc.and_(
+            pc.greater_equal(tcol, pa.scalar(lo, tcol.type)),
+            pc.less_equal(tcol, pa.scalar(hi, tcol.type)),
+        )
+        return table.filter(mask)
+
+    def _fetch_tables(self, keys: list[str], columns: list[str]) -> list[pa.Table]:
+        def one(key: str) -> pa.Table | None:
+            try:
+                got = self.store.get(key)
+            except ObjectNotFoundError:
+                return None
+            return decode_table(got.data, key=key, columns=columns)
+
+        results = [one(keys[0])] if len(keys) == 1 else list(self._executor().map(one, keys))
+        return [t for t in results if t is not None and t.num_rows]
+
+    def read_batch(
+        self,
+        tickers: Iterable[str],
+        dataset: str = "prices",
+        start: DateLike = None,
+        end: DateLike = None,
+        columns: Sequence[str] | None = None,
+        output: Output = "pandas",
+    ) -> BatchReadResult:
+        """Read many tickers concurrently; one bad ticker never fails the call.
+
+        Same parameters as :meth:`read`. Returns a :class:`BatchReadResult` whose ``data`` is a
+        long (tidy) table with a ``ticker`` column first, rows sorted by ticker then date;
+        ``errors`` holds per-ticker exceptions (invalid symbol, corrupt object...).
+        """
+        ds = get_dataset(dataset)
+        cols = _columns(ds, columns)
+        requested = list(tickers)
+
+        def one(raw: str) -> tuple[str, pa.Table | MarketlakeError]:
+            try:
+                symbol = normalize_ticker(raw)
+                return symbol, self._read_arrow(ds, symbol, start, end, cols)
+            except MarketlakeError as exc:
+                return str(raw), exc
+
+        results = list(self._executor().map(one, requested))
+        errors: dict[str, MarketlakeError] = {}
+        missing: list[str] = []
+        parts: list[pa.Table] = []
+        for symbol, res in results:
+            if isinstance(res, MarketlakeError):
+                errors[symbol] = res
+            elif res.num_rows == 0:
+                missing.append(symbol)
+            else:
+                tick = pa.array([symbol] * res.num_rows, pa.string())
+                parts.append(res.add_column(0, pa.field("ticker", pa.string(), False), tick))
+        if parts:
+            table = pa.concat_tables(parts)
+        else:
+            empty = ds.schema.empty_table().select(cols)
+            table = empty.add_column(
+                0, pa.field("ticker", pa.string(), False), pa.array([], pa.string())
+            )
+        return BatchReadResult(convert(table, output), errors, missing)
+
+    def tickers(self, dataset: str | None = None) -> list[str]:
+        """Tickers that have data (from the catalog), optionally for one dataset."""
+        rows = self.catalog.partitions(dataset=dataset)
+        return sorted({r.ticker for r in rows})
+
+    # -- catalog maintenance ----------------------------------------------------------------
+
+    def iter_meta(self, dataset: str | None = None) -> Iterable[TickerMeta]:
+        """Every ``_meta`` object in the store (uses LIST; maintenance only)."""
+        names = [dataset] if dataset else [d.name for d in list_datasets()]
+        for name in names:
+            for info in self.store.list(f"{META_PREFIX}/{name}"):
+                if info.key.endswith(".json"):
+                    yield TickerMeta.from_bytes(self.store.get(info.key).data, key=info.key)
+
+    def rebuild_catalog(self) -> int:
+        """Rebuild the catalog's partitions and assets from ``_meta`` in the store.
+
+        The store is the source of truth. Run history is kept (it cannot be derived).
+        Returns the number of partitions recorded.
+        """
+        parts: list[PartitionRow] = []
+        assets: dict[tuple[str, str], AssetRow] = {}
+        progress: list[ProgressRow] = []
+        for meta in self.iter_meta():
+            for p in meta.partitions.values():
+                parts.append(_partition_row(meta.dataset, meta.ticker, p, p.source or "manual"))
+            src = _latest_source(meta)
+            if meta.max_date is not None:
+                progress.append(
+                    ProgressRow(
+                        dataset=meta.dataset,
+                        ticker=meta.ticker,
+                        source=src,
+                        last_date=meta.max_date,
+                        updated_at=meta.last_updated_at,
+                    )
+                )
+            first = min(
+                (p.updated_at for p in meta.partitions.values()), default=meta.last_updated_at
+            )
+            assets[(meta.ticker, src)] = AssetRow(
+                ticker=meta.ticker, source=src, first_seen=first, last_seen=first
+            )
+        self.catalog.replace_partitions(parts)
+        self.catalog.upsert_assets(assets.values())
+        self.catalog.advance_progress(progress)
+        return len(parts)
+
+
+def _latest_source(meta: TickerMeta) -> str:
+    latest = max(meta.partitions.values(), key=lambda p: p.updated_at, default=None)
+    return (latest.source if latest else None) or "manual"
+
+
+def _partition_row(dataset: str, ticker: str, p: Any, source: str) -> PartitionRow:
+    return PartitionRow(
+        dataset=dataset,
+        ticker=ticker,
+        period=p.period,
+        object_key=p.key,
+        source=source,
+        row_count=p.rows,
+        min_date=p.min_date,
+        max_date=p.max_date,
+        bytes=p.bytes,
+        sha256=p.sha256,
+        etag=p.etag,
+        updated_at=p.updated_at,
+    )
+
+
+def _columns(ds: Dataset, columns: Sequence[str] | None) -> list[str]:
+    if columns is None:
+        return list(ds.schema.names)
+    unknown = [c for c in columns if c not in ds.schema.names]
+    if unknown:
+        raise MarketlakeError(
+            f"unknown column(s) {unknown} for dataset {ds.name}; columns: {ds.schema.names}",
+            dataset=ds.name,
+        )
+    rest = [c for c in columns if c != ds.time_column]
+    return [ds.time_column, *dict.fromkeys(rest)]
+
+
+def default_catalog_path(store: ObjectStore) -> str:
+    """Where the catalog lives: beside a local lake, under the user data dir for a remote one."""
+    if store.local_root is not None:
+        return str(store.local_root / CATALOG_FILE)
+    if store.url.startswith("memory://"):
+        return ":memory:"
+    import platformdirs
+
+    digest = hashlib.sha256(store.url.encode()).hexdigest()[:16]
+    return str(Path(platformdirs.user_data_dir("marketlake")) / "catalogs" / f"{digest}.sqlite")
+
+
+def open_lake(
+    url: str | os.PathLike[str] = "./lake",
+    *,
+    catalog: str | os.PathLike[str] | None = None,
+    max_workers: int = 16,
+    fsync: bool = True,
+) -> Lake:
+    """Open (creating if needed) the lake at ``url``.
+
+    Parameters
+    ----------
+    url:
+        ``./lake`` or any local path, ``file:///path``, ``memory://``, ``s3://bucket/prefix`` or
+        ``r2://bucket/prefix`` (endpoint and keys from ``R2_*`` / ``AWS_*`` environment).
+    catalog:
+        SQLite file for the catalog; default ``<lake>/_catalog.sqlite`` for a local lake, an
+        in-memory database for ``memory://``, else a file under the user data directory.
+    max_workers:
+        Threads used for concurrent object reads.
+    fsync:
+        Local lakes: fsync every object before it becomes visible (default True).
+
+    Raises
+    ------
+    ConfigError, FormatVersionError, LayoutError
+        Bad URL or settings, a lake from a newer marketlake, an invalid layout.
+    """
+    store = open_store(url, fsync=fsync)
+    marker = ensure_marker(store, {d.name: d.layout for d in list_datasets()})
+    cat = Catalog.open(os.fspath(catalog) if catalog is not None else default_catalog_path(store))
+    return Lake(store, cat, marker, max_workers=max_workers)

@@ -1,0 +1,221 @@
+"""The dataset registry: canonical Arrow schemas, keys and default layouts.
+
+Each :class:`Dataset` declares, dlt-style, everything the write path needs to know:
+
+* ``schema`` – the canonical Arrow schema (column order, types, nullability). Writes are checked
+  against it ("frozen" contract: an unknown column or a lossy type is an error);
+* ``key`` – the column(s) that identify a row within one ticker. Merges dedupe on it (new wins);
+  it may be composite (point-in-time fundamentals will key on ``period_end`` + ``filed``);
+* ``time_column`` – the date column that places a row in a partition and that ranges filter on;
+* ``layout`` – the default key template (see :mod:`marketlake.storage.layout`);
+* ``non_negative`` – numeric columns that must be ``>= 0``.
+
+Units and conventions: prices are in the instrument's trading currency per share; ``volume`` is
+shares; dates are exchange session dates (no time zone). In ``prices``, ``open``/``high``/``low``/
+``close``/``volume`` are **raw, unadjusted** values as traded; ``adj_close`` is the vendor's
+split-and-dividend adjusted close where the vendor provides one (a cross-check, never the truth;
+adjustment is computed at read time from corporate actions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from marketlake.errors import UnknownDatasetError
+
+MONTHLY_LAYOUT = "{dataset}/v{version}/{TICKER}/{YYYY}/{MM}/data.parquet"
+SINGLE_FILE_LAYOUT = "{dataset}/v{version}/{TICKER}/data.parquet"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Declaration of one dataset. See the module docstring for the meaning of each field."""
+
+    name: str
+    schema: pa.Schema
+    key: tuple[str, ...]
+    time_column: str
+    layout: str
+    description: str
+    version: int = 1
+    non_negative: tuple[str, ...] = ()
+    columns_doc: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = set(self.schema.names)
+        missing = [c for c in (*self.key, self.time_column, *self.non_negative) if c not in names]
+        if missing:
+            raise ValueError(f"dataset {self.name}: columns {missing} are not in its schema")
+        if self.time_column not in self.key:
+            raise ValueError(f"dataset {self.name}: time column must be part of the key")
+        for k in self.key:
+            if self.schema.field(k).nullable:
+                raise ValueError(f"dataset {self.name}: key column {k} must be non-nullable")
+
+    @property
+    def value_columns(self) -> list[str]:
+        """Columns that are not part of the key."""
+        return [n for n in self.schema.names if n not in self.key]
+
+
+def _f64(name: str, nullable: bool = True) -> pa.Field:
+    return pa.field(name, pa.float64(), nullable=nullable)
+
+
+PRICES = Dataset(
+    name="prices",
+    schema=pa.schema(
+        [
+            pa.field("date", pa.date32(), nullable=False),
+            _f64("open", False),
+            _f64("high", False),
+            _f64("low", False),
+            _f64("close", False),
+            _f64("adj_close"),
+            pa.field("volume", pa.int64(), nullable=False),
+        ]
+    ),
+    key=("date",),
+    time_column="date",
+    layout=MONTHLY_LAYOUT,
+    description=(
+        "Daily OHLCV bars: raw unadjusted prices as traded, plus the vendor's adjusted close."
+    ),
+    non_negative=("open", "high", "low", "close", "adj_close", "volume"),
+    columns_doc={
+        "date": "exchange session date (no time zone)",
+        "open": "raw (unadjusted) opening price, trading currency per share",
+        "high": "raw (unadjusted) high price",
+        "low": "raw (unadjusted) low price",
+        "close": "raw (unadjusted) closing price",
+        "adj_close": "vendor's split-and-dividend adjusted close (null when not provided)",
+        "volume": "raw (unadjusted) shares traded",
+    },
+)
+
+SIGNALS_VALUATION = Dataset(
+    name="signals_valuation",
+    schema=pa.schema(
+        [
+            pa.field("date", pa.date32(), nullable=False),
+            _f64("pe_ttm"),
+            _f64("pb"),
+            _f64("ps_ttm"),
+            _f64("ev_ebitda_ttm"),
+            _f64("fcf_yield_ttm"),
+            _f64("earnings_yield_ttm"),
+        ]
+    ),
+    key=("date",),
+    time_column="date",
+    layout=MONTHLY_LAYOUT,
+    description="Daily valuation ratios from that day's close and fundamentals filed by that day.",
+    columns_doc={
+        "pe_ttm": "price / trailing-twelve-month diluted EPS (null if EPS <= 0)",
+        "pb": "market cap / book equity (null if equity <= 0)",
+        "ps_ttm": "market cap / TTM revenue",
+        "ev_ebitda_ttm": "enterprise value / TTM EBITDA (null if EBITDA <= 0)",
+        "fcf_yield_ttm": "TTM free cash flow / market cap (fraction, 0.05 = 5%)",
+        "earnings_yield_ttm": "TTM diluted EPS / price (fraction)",
+    },
+)
+
+SIGNALS_TECHNICAL = Dataset(
+    name="signals_technical",
+    schema=pa.schema(
+        [
+            pa.field("date", pa.date32(), nullable=False),
+            _f64("rsi_14"),
+            _f64("sma_20"),
+            _f64("sma_50"),
+            _f64("ema_20"),
+            _f64("macd"),
+            _f64("macd_signal"),
+            _f64("bb_upper"),
+            _f64("bb_lower"),
+        ]
+    ),
+    key=("date",),
+    time_column="date",
+    layout=MONTHLY_LAYOUT,
+    description="Daily technical indicators computed from split-adjusted closes.",
+    columns_doc={
+        "rsi_14": "14-session relative strength index, 0-100 (Wilder smoothing)",
+        "sma_20": "20-session simple moving average of the split-adjusted close",
+        "sma_50": "50-session simple moving average of the split-adjusted close",
+        "ema_20": "20-session exponential moving average (alpha = 2/21)",
+        "macd": "EMA(12) - EMA(26) of the split-adjusted close",
+        "macd_signal": "9-session EMA of macd",
+        "bb_upper": "sma_20 + 2 population standard deviations (20 sessions)",
+        "bb_lower": "sma_20 - 2 population standard deviations (20 sessions)",
+    },
+)
+
+FUNDAMENTALS = Dataset(
+    name="fundamentals",
+    schema=pa.schema(
+        [
+            pa.field("period_end", pa.date32(), nullable=False),
+            pa.field("fiscal_year", pa.int32()),
+            pa.field("fiscal_quarter", pa.int32()),
+            _f64("revenue"),
+            _f64("gross_profit"),
+            _f64("operating_income"),
+            _f64("net_income"),
+            _f64("eps_diluted"),
+            _f64("shares_diluted"),
+            _f64("total_assets"),
+            _f64("total_liabilities"),
+            _f64("cash_and_equivalents"),
+            _f64("operating_cash_flow"),
+            _f64("capex"),
+            _f64("free_cash_flow"),
+        ]
+    ),
+    key=("period_end",),
+    time_column="period_end",
+    layout=SINGLE_FILE_LAYOUT,
+    description="Quarterly fundamentals keyed by fiscal period end (USD; shares in units).",
+    non_negative=("total_assets", "shares_diluted", "cash_and_equivalents"),
+    columns_doc={
+        "period_end": "last day of the fiscal quarter",
+        "fiscal_quarter": "1-4",
+        "revenue": "quarterly revenue, USD",
+        "capex": "capital expenditure for the quarter, USD, reported as a positive outflow",
+        "free_cash_flow": "operating_cash_flow - capex, USD",
+    },
+)
+
+_REGISTRY: dict[str, Dataset] = {}
+
+
+def register_dataset(dataset: Dataset) -> Dataset:
+    """Add a dataset to the registry (later issues add corporate actions, minute bars…)."""
+    if dataset.name in _REGISTRY and _REGISTRY[dataset.name] != dataset:
+        raise ValueError(f"dataset {dataset.name!r} is already registered differently")
+    _REGISTRY[dataset.name] = dataset
+    return dataset
+
+
+for _ds in (PRICES, SIGNALS_VALUATION, SIGNALS_TECHNICAL, FUNDAMENTALS):
+    register_dataset(_ds)
+
+DAILY_DATASETS: tuple[str, ...] = ("prices", "signals_valuation", "signals_technical")
+
+
+def get_dataset(name: str) -> Dataset:
+    """Return the dataset called ``name`` or raise :class:`UnknownDatasetError`."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownDatasetError(
+            f"unknown dataset {name!r}; known datasets: {', '.join(sorted(_REGISTRY))}",
+            dataset=name,
+        ) from None
+
+
+def list_datasets() -> list[Dataset]:
+    """All registered datasets, sorted by name."""
+    return [_REGISTRY[n] for n in sorted(_REGISTRY)]

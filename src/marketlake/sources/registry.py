@@ -1,0 +1,64 @@
+"""Registry of data sources by name (lazy: a source module is imported only when used)."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from marketlake.errors import UnknownSourceError
+from marketlake.sources.base import Source
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What ``marketlake sources`` shows: name, datasets, settings it needs, description."""
+
+    name: str
+    target: str  # "module:Class"
+    datasets: tuple[str, ...]
+    settings: tuple[str, ...]
+    description: str
+
+
+_SOURCES: dict[str, SourceInfo] = {
+    "synthetic": SourceInfo(
+        name="synthetic",
+        target="marketlake.sources.synthetic:SyntheticSource",
+        datasets=("prices", "signals_valuation", "signals_technical", "fundamentals"),
+        settings=(),
+        description="Deterministic seeded random walks on the NYSE calendar (demo, tests, "
+        "benchmarks); no network, no credentials.",
+    ),
+}
+
+
+def register_source(info: SourceInfo) -> None:
+    """Add a source to the registry."""
+    _SOURCES[info.name] = info
+
+
+def list_sources() -> list[SourceInfo]:
+    """Registered sources, sorted by name."""
+    return [_SOURCES[n] for n in sorted(_SOURCES)]
+
+
+def get_source(name: str, **options: Any) -> Source:
+    """Instantiate the source ``name`` with ``options``.
+
+    Raises
+    ------
+    UnknownSourceError
+        With the list of known sources.
+    """
+    info = _SOURCES.get(name)
+    if info is None:
+        raise UnknownSourceError(
+            f"unknown source {name!r}; known sources: {', '.join(sorted(_SOURCES))} "
+            "(see 'marketlake sources')",
+            source=name,
+        )
+    module, _, cls = info.target.partition(":")
+    source_cls = getattr(importlib.import_module(module), cls)
+    source: Source = source_cls(**options)
+    return source

@@ -1,0 +1,409 @@
+"""Object store access on ``obstore``: one small interface for local disk, memory and S3/R2/MinIO.
+
+:class:`ObjectStore` offers ``get``, ``head``, ``put``, ``put_if_absent``, ``put_if_match``,
+``delete`` and ``list``. Every backend supports the two conditional writes:
+
+* S3-compatible and memory stores use the backend's own conditional PUT (``If-None-Match: *`` /
+  ``If-Match: <etag>``);
+* the local store uses obstore for create-if-absent and implements compare-and-swap itself with an
+  inter-process ``fcntl`` lock per key (obstore's ``LocalStore`` lacks ``PutMode::Update``).
+  Local writes are atomic (temporary file + rename) and, by default, fsynced.
+
+obstore exceptions are mapped onto :mod:`marketlake.errors`; transient failures are retried with
+jittered exponential backoff (``retries`` attempts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlparse
+
+import obstore
+import obstore.exceptions as oe
+from obstore.store import LocalStore, MemoryStore, S3Store
+
+from marketlake.errors import (
+    ConfigError,
+    ConflictError,
+    ObjectNotFoundError,
+    StorageError,
+    StoragePermissionError,
+    TransientStorageError,
+    is_retryable,
+)
+
+T = TypeVar("T")
+
+_LOCK_DIR = ".marketlake-locks"
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What a HEAD returns: key, size in bytes, ETag (opaque, backend-specific)."""
+
+    key: str
+    size: int
+    etag: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GetResult:
+    """An object's bytes and the ETag they were read at (for a later conditional put)."""
+
+    data: bytes
+    etag: str | None
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Connection settings for an S3-compatible store (AWS S3, Cloudflare R2, MinIO, SeaweedFS).
+
+    Resolved from, in order: explicit arguments, URL query parameters
+    (``s3://bucket/prefix?endpoint=http://host:9000&region=auto``), then environment variables
+    ``R2_ACCESS_KEY_ID`` / ``R2_SECRET_ACCESS_KEY`` / ``R2_ENDPOINT`` / ``R2_BUCKET`` and the AWS
+    names ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_ENDPOINT_URL`` /
+    ``AWS_REGION``. ``region`` defaults to ``auto`` (what R2 expects); path-style addressing is on
+    whenever a custom endpoint is given.
+    """
+
+    bucket: str
+    prefix: str = ""
+    endpoint: str | None = None
+    region: str = "auto"
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+
+    def __repr__(self) -> str:  # never print secrets
+        return (
+            f"S3Settings(bucket={self.bucket!r}, prefix={self.prefix!r}, "
+            f"endpoint={self.endpoint!r}, region={self.region!r}, "
+            f"access_key_id={'***' if self.access_key_id else None})"
+        )
+
+    @classmethod
+    def from_url(cls, url: str, env: dict[str, str] | None = None) -> S3Settings:
+        """Build settings from ``s3://bucket/prefix`` (or ``r2://``) plus query and environment."""
+        env = dict(os.environ) if env is None else env
+        parsed = urlparse(url)
+        query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+        bucket = parsed.netloc or env.get("R2_BUCKET", "")
+        if not bucket:
+            raise ConfigError(
+                f"no bucket in {url!r}: use s3://BUCKET/prefix or set R2_BUCKET", url=url
+            )
+        endpoint = (
+            query.get("endpoint")
+            or env.get("R2_ENDPOINT")
+            or env.get("AWS_ENDPOINT_URL_S3")
+            or env.get("AWS_ENDPOINT_URL")
+        )
+        return cls(
+            bucket=bucket,
+            prefix=parsed.path.strip("/"),
+            endpoint=endpoint,
+            region=query.get("region")
+            or env.get("AWS_REGION")
+            or env.get("AWS_DEFAULT_REGION")
+            or "auto",
+            access_key_id=env.get("R2_ACCESS_KEY_ID") or env.get("AWS_ACCESS_KEY_ID"),
+            secret_access_key=env.get("R2_SECRET_ACCESS_KEY") or env.get("AWS_SECRET_ACCESS_KEY"),
+            session_token=env.get("AWS_SESSION_TOKEN"),
+        )
+
+
+class ObjectStore:
+    """A lake's object store. Keys are ``/``-separated and relative to the lake root.
+
+    Build one with :func:`open_store`. All methods are thread-safe.
+
+    Parameters
+    ----------
+    store:
+        The underlying obstore store.
+    url:
+        The URL the store was opened from (for messages; never contains secrets).
+    local_root:
+        Filesystem root for local stores (enables locking and fsync), else None.
+    retries:
+        Attempts for transient failures (exponential backoff from ``backoff`` seconds, jittered).
+    fsync:
+        Local stores only: fsync each written file before it becomes visible.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        url: str,
+        *,
+        local_root: Path | None = None,
+        retries: int = 5,
+        backoff: float = 0.05,
+        fsync: bool = True,
+    ) -> None:
+        self._store = store
+        self.url = url
+        self.local_root = local_root
+        self.retries = max(1, retries)
+        self.backoff = backoff
+        self.fsync = fsync
+        self._thread_locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    @property
+    def is_local(self) -> bool:
+        """True for a store on the local filesystem."""
+        return self.local_root is not None
+
+    def __repr__(self) -> str:
+        return f"ObjectStore({self.url!r})"
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get(self, key: str) -> GetResult:
+        """Return the object's bytes and ETag. Raises :class:`ObjectNotFoundError` if absent."""
+
+        def op() -> GetResult:
+            res = obstore.get(self._store, key)
+            return GetResult(bytes(res.bytes()), _etag(res.meta))
+
+        return self._retry(op, key)
+
+    def get_or_none(self, key: str) -> GetResult | None:
+        """Like :meth:`get` but returns None when the object does not exist."""
+        try:
+            return self.get(key)
+        except ObjectNotFoundError:
+            return None
+
+    def head(self, key: str) -> ObjectInfo | None:
+        """Size and ETag of ``key``, or None when it does not exist."""
+
+        def op() -> ObjectInfo | None:
+            try:
+                meta = obstore.head(self._store, key)
+            except FileNotFoundError:
+                return None
+            return ObjectInfo(key, int(meta["size"]), _etag(meta))
+
+        return self._retry(op, key)
+
+    def exists(self, key: str) -> bool:
+        """True when ``key`` exists."""
+        return self.head(key) is not None
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Yield every object under ``prefix`` (a LIST: for rebuild/maintenance, never reads)."""
+        for chunk in obstore.list(self._store, prefix=prefix.rstrip("/") + "/"):
+            for meta in chunk:
+                path = str(meta["path"])
+                if path.startswith(_LOCK_DIR + "/") or "/.tmp-" in path:
+                    continue
+                yield ObjectInfo(path, int(meta["size"]), _etag(meta))
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes) -> str | None:
+        """Write ``data`` at ``key`` unconditionally (atomic). Returns the new ETag."""
+        if self.local_root is not None:
+            return self._retry(lambda: self._local_put(key, data), key)
+        return self._retry(lambda: _etag(obstore.put(self._store, key, data)), key)
+
+    def put_if_absent(self, key: str, data: bytes) -> str | None:
+        """Create ``key`` only if it does not exist; :class:`ConflictError` otherwise."""
+        if self.local_root is not None:
+            with self._key_lock(key):
+                if self._local_path(key).exists():
+                    raise ConflictError(
+                        f"{key} already exists (another writer created it)", key=key
+                    )
+                return self._retry(lambda: self._local_put(key, data), key)
+        return self._retry(lambda: _etag(obstore.put(self._store, key, data, mode="create")), key)
+
+    def put_if_match(self, key: str, data: bytes, etag: str | None) -> str | None:
+        """Write ``key`` only if its current ETag is ``etag`` (None: only if it is absent).
+
+        Raises :class:`ConflictError` when the object changed since it was read.
+        """
+        if etag is None:
+            return self.put_if_absent(key, data)
+        if self.local_root is not None:
+            with self._key_lock(key):
+                info = self.head(key)
+                if info is None or info.etag != etag:
+                    raise ConflictError(
+                        f"{key} changed since it was read (another writer updated it)", key=key
+                    )
+                return self._retry(lambda: self._local_put(key, data), key)
+        return self._retry(
+            lambda: _etag(obstore.put(self._store, key, data, mode={"e_tag": etag})), key
+        )
+
+    def delete(self, key: str) -> None:
+        """Delete ``key``; deleting a missing key is not an error."""
+
+        def op() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                obstore.delete(self._store, key)
+
+        self._retry(op, key)
+
+    # -- local helpers ----------------------------------------------------------------------
+
+    def _local_path(self, key: str) -> Path:
+        assert self.local_root is not None
+        return self.local_root / key
+
+    def _local_put(self, key: str, data: bytes) -> str | None:
+        path = self._local_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".tmp-{path.name}.{os.getpid()}.{threading.get_ident()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+        info = self.head(key)
+        return info.etag if info else None
+
+    @contextlib.contextmanager
+    def _key_lock(self, key: str) -> Iterator[None]:
+        """Exclusive lock on ``key`` across threads and processes (local store only)."""
+        assert self.local_root is not None
+        with self._guard:
+            tlock = self._thread_locks.setdefault(key, threading.Lock())
+        digest = hashlib.sha1(key.encode()).hexdigest()
+        lock_dir = self.local_root / _LOCK_DIR / digest[:2]
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        with tlock:
+            fd = os.open(lock_dir / digest, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+    # -- retries ----------------------------------------------------------------------------
+
+    def _retry(self, op: Callable[[], T], key: str) -> T:
+        delay = self.backoff
+        for attempt in range(1, self.retries + 1):
+            try:
+                return op()
+            except Exception as exc:
+                error = _map_error(exc, key, self.url)
+                if isinstance(error, ConflictError) or not is_retryable(error):
+                    raise error from exc
+                if attempt == self.retries:
+                    raise error from exc
+                time.sleep(delay * (0.5 + random.random()))
+                delay *= 2
+        raise AssertionError("unreachable")
+
+
+def _etag(meta: Any) -> str | None:
+    value = meta.get("e_tag") if isinstance(meta, dict) else None
+    return str(value) if value is not None else None
+
+
+def _map_error(exc: Exception, key: str, url: str) -> Exception:
+    if isinstance(exc, StorageError):
+        return exc
+    where = f"{key} in {url}"
+    if isinstance(exc, FileNotFoundError | oe.NotFoundError):
+        return ObjectNotFoundError(f"{where} does not exist", key=key)
+    if isinstance(exc, oe.AlreadyExistsError | oe.PreconditionError):
+        return ConflictError(f"{where} changed since it was read (another writer)", key=key)
+    if isinstance(exc, oe.PermissionDeniedError | oe.UnauthenticatedError | PermissionError):
+        return StoragePermissionError(
+            f"permission denied for {where}: check the credentials (R2_ACCESS_KEY_ID/"
+            "AWS_ACCESS_KEY_ID and secret) and that they may read and write this bucket",
+            key=key,
+        )
+    if isinstance(exc, oe.NotSupportedError | NotImplementedError):
+        return StorageError(f"operation not supported by {url}: {exc}", key=key)
+    if isinstance(exc, oe.InvalidPathError):
+        return StorageError(f"invalid object key {key!r}: {exc}", key=key)
+    if isinstance(exc, oe.GenericError | OSError | TimeoutError | ConnectionError):
+        return TransientStorageError(f"transient error on {where}: {_first_line(exc)}", key=key)
+    return StorageError(f"unexpected error on {where}: {_first_line(exc)}", key=key)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def open_store(url: str | os.PathLike[str], *, fsync: bool = True, retries: int = 5) -> ObjectStore:
+    """Open the object store for a lake URL.
+
+    Accepted forms: a local path (``./lake``, ``/data/lake``), ``file:///abs/path``,
+    ``memory://`` (a fresh in-process store), ``s3://bucket/prefix`` and ``r2://bucket/prefix``
+    (see :class:`S3Settings` for where endpoint and credentials come from).
+
+    Raises
+    ------
+    ConfigError
+        For an unsupported scheme or missing S3 settings.
+    """
+    text = os.fspath(url)
+    parsed = urlparse(text)
+    scheme = parsed.scheme.lower()
+    if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
+        path = Path(parsed.path if scheme == "file" else text).expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        store = LocalStore(str(path), mkdir=True)
+        return ObjectStore(store, str(path), local_root=path, fsync=fsync, retries=retries)
+    if scheme == "memory":
+        return ObjectStore(MemoryStore(), "memory://", retries=retries)
+    if scheme in ("s3", "r2"):
+        cfg = S3Settings.from_url(text)
+        return ObjectStore(s3_store(cfg), f"s3://{cfg.bucket}/{cfg.prefix}", retries=retries)
+    raise ConfigError(
+        f"unsupported lake URL {text!r}: use a local path, file:///path, memory:// or "
+        "s3://bucket/prefix",
+        url=text,
+    )
+
+
+def s3_store(cfg: S3Settings) -> Any:
+    """Build an obstore ``S3Store`` from :class:`S3Settings` (path-style with an endpoint)."""
+    config: dict[str, Any] = {"region": cfg.region}
+    if cfg.endpoint:
+        config["endpoint"] = cfg.endpoint
+        config["virtual_hosted_style_request"] = False
+        if cfg.endpoint.startswith("http://"):
+            config["allow_http"] = True
+    if cfg.access_key_id:
+        config["access_key_id"] = cfg.access_key_id
+    if cfg.secret_access_key:
+        config["secret_access_key"] = cfg.secret_access_key
+    if cfg.session_token:
+        config["session_token"] = cfg.session_token
+    client = {"allow_http": True} if cfg.endpoint and cfg.endpoint.startswith("http://") else {}
+    try:
+        return S3Store(
+            cfg.bucket,
+            prefix=cfg.prefix or None,
+            config=config,
+            client_options=client or None,
+            retry_config={"max_retries": 3, "backoff": {"init_backoff": 0.1, "max_backoff": 5}},
+        )
+    except Exception as exc:
+        raise ConfigError(f"cannot configure S3 store for {cfg!r}: {_first_line(exc)}") from exc
