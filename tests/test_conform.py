@@ -30,7 +30,9 @@ def test_accepts_arrow_pandas_polars() -> None:
 
 def test_fills_missing_nullable_and_casts_safely() -> None:
     t = price_table(DAYS).drop_columns(["adj_close"])
-    t = t.set_column(t.schema.get_field_index("volume"), "volume", t.column("volume").cast(pa.int32()))
+    t = t.set_column(
+        t.schema.get_field_index("volume"), "volume", t.column("volume").cast(pa.int32())
+    )
     out = conform(t, PRICES)
     assert out.schema == PRICES.schema
     assert out.column("adj_close").null_count == 2
@@ -44,7 +46,11 @@ def bad(table: pa.Table, column: str, values: list) -> pa.Table:
 @pytest.mark.parametrize(
     ("mutate", "error", "fragments"),
     [
-        (lambda t: t.append_column("foo", pa.array([1, 2])), SchemaError, ["unknown column", "foo"]),
+        (
+            lambda t: t.append_column("foo", pa.array([1, 2])),
+            SchemaError,
+            ["unknown column", "foo"],
+        ),
         (lambda t: t.drop_columns(["date"]), SchemaError, ["missing key column 'date'"]),
         (lambda t: t.drop_columns(["close"]), SchemaError, ["missing required column 'close'"]),
         (
@@ -57,8 +63,16 @@ def bad(table: pa.Table, column: str, values: list) -> pa.Table:
             SchemaError,
             ["'open' has type string"],
         ),
-        (lambda t: bad(t, "close", [1.0, float("nan")]), DataValidationError, ["NaN", "2024-01-03"]),
-        (lambda t: bad(t, "high", [float("inf"), 1.0]), DataValidationError, ["'high'", "infinity"]),
+        (
+            lambda t: bad(t, "close", [1.0, float("nan")]),
+            DataValidationError,
+            ["NaN", "2024-01-03"],
+        ),
+        (
+            lambda t: bad(t, "high", [float("inf"), 1.0]),
+            DataValidationError,
+            ["'high'", "infinity"],
+        ),
         (lambda t: bad(t, "volume", [5, -1]), DataValidationError, ["'volume' has negative"]),
         (lambda t: bad(t, "close", [None, 1.0]), DataValidationError, ["null", "required"]),
         (
@@ -80,8 +94,11 @@ def bad(table: pa.Table, column: str, values: list) -> pa.Table:
         ),
         (
             lambda t: t.set_column(
-                0, "date", pa.array([dt.datetime(2024, 1, 2), dt.datetime(2024, 1, 3)],
-                                    pa.timestamp("us", tz="UTC"))
+                0,
+                "date",
+                pa.array(
+                    [dt.datetime(2024, 1, 2), dt.datetime(2024, 1, 3)], pa.timestamp("us", tz="UTC")
+                ),
             ),
             SchemaError,
             ["time-zone-aware"],
@@ -108,8 +125,9 @@ def test_rejects_unknown_container() -> None:
 
 
 def test_string_dates_and_fundamentals_ints() -> None:
-    t = pa.table({"period_end": ["2024-03-31"], "fiscal_year": np.array([2024], np.int64),
-                  "revenue": [1e9]})
+    t = pa.table(
+        {"period_end": ["2024-03-31"], "fiscal_year": np.array([2024], np.int64), "revenue": [1e9]}
+    )
     out = conform(t, FUNDAMENTALS, "AAPL")
     assert out.column("period_end").to_pylist() == [dt.date(2024, 3, 31)]
     assert out.schema.field("fiscal_year").type == pa.int32()

@@ -24,7 +24,11 @@ def test_write_then_read_roundtrip(lake: Lake) -> None:
     days = weekdays(D(2023, 11, 20), D(2024, 2, 10))
     res = lake.write("aapl", "prices", price_table(days))
     assert (res.rows_in, res.rows_added, res.rows_updated, res.row_count) == (
-        len(days), len(days), 0, len(days))
+        len(days),
+        len(days),
+        0,
+        len(days),
+    )
     assert res.objects_written == 4 + 1  # 2023-11, 2023-12, 2024-01, 2024-02 + _meta
     df = lake.read("AAPL", "prices", "2023-12-29", "2024-01-02")  # crosses a year boundary
     assert isinstance(df, pd.DataFrame)
@@ -32,8 +36,9 @@ def test_write_then_read_roundtrip(lake: Lake) -> None:
     assert str(df["date"].dtype) == "datetime64[ns]"
     full = lake.read("AAPL", output="arrow")
     assert full.equals(price_table(days))
-    pl_df = lake.read("AAPL", "prices", D(2024, 1, 1), D(2024, 1, 31), columns=["close"],
-                      output="polars")
+    pl_df = lake.read(
+        "AAPL", "prices", D(2024, 1, 1), D(2024, 1, 31), columns=["close"], output="polars"
+    )
     assert isinstance(pl_df, pl.DataFrame) and pl_df.columns == ["date", "close"]
     assert pl_df.height == len(weekdays(D(2024, 1, 1), D(2024, 1, 31)))
 
@@ -63,7 +68,9 @@ def test_rewrite_is_byte_identical_and_writes_nothing(local_lake: Lake) -> None:
     local_lake.write("AAPL", "prices", price_table(days))
     root = local_lake.store.local_root
     assert root is not None
-    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and "_catalog" not in p.name}
+    before = {
+        p: p.read_bytes() for p in root.rglob("*") if p.is_file() and "_catalog" not in p.name
+    }
     mtimes = {p: p.stat().st_mtime_ns for p in before}
     res = local_lake.write("AAPL", "prices", price_table(days).slice(10, 30))
     assert res.objects_written == 0 and (res.rows_added, res.rows_updated) == (0, 0)
@@ -98,11 +105,20 @@ def test_meta_object(lake: Lake) -> None:
 
 def test_catalog_records_partitions_and_rebuild_matches(local_lake: Lake) -> None:
     for t in ("AAPL", "MSFT", "BRK.B"):
-        local_lake.write(t, "prices", price_table(weekdays(D(2024, 1, 1), D(2024, 3, 10))),
-                         source="unit")
-    local_lake.write("AAPL", "fundamentals", pa.table(
-        {"period_end": pa.array([D(2023, 12, 31), D(2024, 3, 31)], pa.date32()),
-         "revenue": [1e9, 1.1e9]}), source="unit")
+        local_lake.write(
+            t, "prices", price_table(weekdays(D(2024, 1, 1), D(2024, 3, 10))), source="unit"
+        )
+    local_lake.write(
+        "AAPL",
+        "fundamentals",
+        pa.table(
+            {
+                "period_end": pa.array([D(2023, 12, 31), D(2024, 3, 31)], pa.date32()),
+                "revenue": [1e9, 1.1e9],
+            }
+        ),
+        source="unit",
+    )
     live = local_lake.catalog.snapshot(include_timestamps=False)
     assert len(local_lake.catalog.partitions(dataset="prices")) == 9
     assert local_lake.tickers("prices") == ["AAPL", "BRK.B", "MSFT"]
@@ -188,7 +204,9 @@ def test_format_marker(tmp_path: Path) -> None:
     assert marker["format_version"] == 1
     assert marker["layouts"]["prices"] == "{dataset}/v{version}/{TICKER}/{YYYY}/{MM}/data.parquet"
     marker["format_version"] = 99
-    (tmp_path / "lake" / "_marketlake.json").write_text(json.dumps(marker | {"format": "marketlake"}))
+    (tmp_path / "lake" / "_marketlake.json").write_text(
+        json.dumps(marker | {"format": "marketlake"})
+    )
     with pytest.raises(marketlake.StorageError, match="upgrade marketlake"):
         marketlake.open(tmp_path / "lake")
 
@@ -197,9 +215,16 @@ def test_lake_marker_layout_wins(tmp_path: Path) -> None:
     root = tmp_path / "lake"
     root.mkdir()
     yearly = "{dataset}/v{version}/{TICKER}/{YYYY}/data.parquet"
-    (root / "_marketlake.json").write_text(json.dumps(
-        {"format": "marketlake", "format_version": 1, "created_at": "2024-01-01T00:00:00Z",
-         "layouts": {"prices": yearly}}))
+    (root / "_marketlake.json").write_text(
+        json.dumps(
+            {
+                "format": "marketlake",
+                "format_version": 1,
+                "created_at": "2024-01-01T00:00:00Z",
+                "layouts": {"prices": yearly},
+            }
+        )
+    )
     with marketlake.open(root, fsync=False) as lk:
         lk.write("AAPL", "prices", price_table(weekdays(D(2023, 12, 1), D(2024, 1, 31))))
         assert (root / "prices/v1/AAPL/2023/data.parquet").exists()

@@ -33,7 +33,11 @@ def test_grains_and_periods() -> None:
         "2024-01",
         "2024-02",
     ]
-    assert yearly.periods_between(dt.date(2022, 5, 1), dt.date(2024, 1, 1)) == ["2022", "2023", "2024"]
+    assert yearly.periods_between(dt.date(2022, 5, 1), dt.date(2024, 1, 1)) == [
+        "2022",
+        "2023",
+        "2024",
+    ]
     assert single.periods_between(dt.date(2022, 5, 1), dt.date(2024, 1, 1)) == ["all"]
     assert monthly.periods_between(dt.date(2024, 2, 1), dt.date(2024, 1, 1)) == []
     assert yearly.key("prices", 1, "AAPL", "2024") == "prices/v1/AAPL/2024/data.parquet"

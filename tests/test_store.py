@@ -112,6 +112,10 @@ def test_s3_settings_from_env_and_url() -> None:
         {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "s", "AWS_REGION": "eu-west-1"},
     )
     assert (aws.bucket, aws.endpoint, aws.region, aws.access_key_id) == (
-        "b", "http://127.0.0.1:9000", "eu-west-1", "a")
+        "b",
+        "http://127.0.0.1:9000",
+        "eu-west-1",
+        "a",
+    )
     with pytest.raises(ConfigError, match="R2_BUCKET"):
         S3Settings.from_url("s3:///p", {})

@@ -58,7 +58,11 @@ def test_rejects_non_string() -> None:
 
 
 def test_dedupes_keeping_order() -> None:
-    assert normalize_tickers(["msft", "AAPL", "MSFT", "brk-b", "BRK.B"]) == ["MSFT", "AAPL", "BRK.B"]
+    assert normalize_tickers(["msft", "AAPL", "MSFT", "brk-b", "BRK.B"]) == [
+        "MSFT",
+        "AAPL",
+        "BRK.B",
+    ]
 
 
 @given(st.text(max_size=30))

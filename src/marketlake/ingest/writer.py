@@ -51,7 +51,9 @@ class WriteResult:
 
     ``rows_added`` are keys new to the lake, ``rows_updated`` existing keys whose values changed,
     ``row_count`` the ticker's total rows afterwards, ``objects_written`` how many data and meta
-    objects were actually rewritten (0 on an idempotent re-run).
+    objects were actually rewritten (0 on an idempotent re-run). ``touched_partitions`` are the
+    ``_meta`` entries of every partition the rows fell in (what the catalog records, so a re-run
+    also repairs a catalog that missed the previous commit).
     """
 
     dataset: str
@@ -63,6 +65,7 @@ class WriteResult:
     objects_written: int
     meta: TickerMeta
     changed_partitions: list[PartitionMeta] = field(default_factory=list)
+    touched_partitions: list[PartitionMeta] = field(default_factory=list)
 
 
 def split_by_period(table: pa.Table, time_column: str, layout: Layout) -> dict[str, pa.Table]:
@@ -157,6 +160,9 @@ class PartitionWriter:
             objects_written=written,
             meta=final_meta,
             changed_partitions=changed,
+            touched_partitions=[
+                final_meta.partitions[p] for p in mine if p in final_meta.partitions
+            ],
         )
 
     # -- partitions -------------------------------------------------------------------------

@@ -185,7 +185,7 @@ class Lake:
         now = utc_now_iso()
         src = source or "manual"
         for r in results:
-            for p in r.changed_partitions:
+            for p in r.touched_partitions:
                 parts.append(_partition_row(r.dataset, r.ticker, p, p.source or src))
             if r.meta.max_date is not None:
                 progress.append(
