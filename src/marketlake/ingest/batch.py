@@ -247,8 +247,11 @@ def _tally(summary: RunSummary, outcome: _Outcome) -> None:
     summary.objects_written += sum(w.objects_written for w in outcome.writes)
 
 
+RETRY_BACKOFF = 0.5  # seconds before the first fetch retry; doubles each time, jittered
+
+
 def _fetch(source: Source, req: SourceRequest, retries: int) -> dict[str, pa.Table]:
-    delay = 0.5
+    delay = RETRY_BACKOFF
     for attempt in range(1, retries + 1):
         try:
             return source.parse(req, source.fetch(req))

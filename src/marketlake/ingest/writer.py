@@ -220,8 +220,8 @@ class PartitionWriter:
         now: str,
         source: str | None,
     ) -> PartitionMeta:
-        tcol = table.column(dataset.time_column)
-        lo, hi = pc.min(tcol).as_py(), pc.max(tcol).as_py()
+        tcol = table.column(dataset.time_column)  # sorted: the key starts with the time column
+        lo, hi = tcol[0].as_py(), tcol[-1].as_py()
         return PartitionMeta(
             period=period,
             key=key,

@@ -111,6 +111,7 @@ class Lake:
             self._pool.shutdown(wait=True)
             self._pool = None
         self.catalog.close()
+        self.store.close()
 
     def __enter__(self) -> Lake:
         return self

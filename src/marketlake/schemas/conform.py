@@ -182,6 +182,7 @@ def _first_key(table: pa.Table, mask: pa.ChunkedArray | pa.Array, dataset: Datas
 
 
 def _check_values(table: pa.Table, dataset: Dataset, where: str, ticker: str) -> None:
+    # Fast checks first (one kernel per column); details are computed only on failure.
     for f in dataset.schema:
         col = table.column(f.name)
         ctx = {"dataset": dataset.name, "ticker": ticker, "column": f.name}
@@ -192,16 +193,17 @@ def _check_values(table: pa.Table, dataset: Dataset, where: str, ticker: str) ->
                 f"(first at {_first_key(table, mask, dataset)})",
                 **ctx,
             )
-        if pa.types.is_floating(f.type):
-            bad = pc.invert(pc.is_finite(col))
-            bad = pc.fill_null(bad, False)
+        if col.null_count == len(col):
+            continue
+        if pa.types.is_floating(f.type) and not pc.all(pc.is_finite(col)).as_py():
+            bad = pc.fill_null(pc.invert(pc.is_finite(col)), False)
             if pc.any(bad).as_py():
                 raise DataValidationError(
                     f"{where}: column {f.name!r} contains NaN or infinity "
                     f"(first at {_first_key(table, bad, dataset)}); use null for missing values",
                     **ctx,
                 )
-        if f.name in dataset.non_negative:
+        if f.name in dataset.non_negative and pc.min(col).as_py() < 0:
             neg = pc.fill_null(pc.less(col, 0), False)
             if pc.any(neg).as_py():
                 raise DataValidationError(
@@ -211,7 +213,8 @@ def _check_values(table: pa.Table, dataset: Dataset, where: str, ticker: str) ->
                 )
     tcol = table.column(dataset.time_column)
     if len(tcol):
-        lo, hi = pc.min(tcol).as_py(), pc.max(tcol).as_py()
+        bounds = pc.min_max(tcol)
+        lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
         lo_d = lo.date() if isinstance(lo, dt.datetime) else lo
         hi_d = hi.date() if isinstance(hi, dt.datetime) else hi
         if lo_d < MIN_DATE or hi_d > MAX_DATE:
@@ -225,7 +228,10 @@ def _check_values(table: pa.Table, dataset: Dataset, where: str, ticker: str) ->
             )
     if table.num_rows > 1:
         keys = table.select(list(dataset.key))
-        distinct = keys.group_by(list(dataset.key)).aggregate([]).num_rows
+        if len(dataset.key) == 1:
+            distinct = len(pc.unique(keys.column(0)))
+        else:
+            distinct = keys.group_by(list(dataset.key)).aggregate([]).num_rows
         if distinct != table.num_rows:
             counts = keys.group_by(list(dataset.key)).aggregate([([], "count_all")])
             dup = counts.filter(pc.greater(counts.column("count_all"), 1)).slice(0, 1).to_pylist()

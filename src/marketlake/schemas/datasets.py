@@ -48,8 +48,8 @@ class Dataset:
         missing = [c for c in (*self.key, self.time_column, *self.non_negative) if c not in names]
         if missing:
             raise ValueError(f"dataset {self.name}: columns {missing} are not in its schema")
-        if self.time_column not in self.key:
-            raise ValueError(f"dataset {self.name}: time column must be part of the key")
+        if self.key[0] != self.time_column:
+            raise ValueError(f"dataset {self.name}: the key must start with the time column")
         for k in self.key:
             if self.schema.field(k).nullable:
                 raise ValueError(f"dataset {self.name}: key column {k} must be non-nullable")

@@ -45,7 +45,7 @@ def decode_table(data: bytes, *, key: str = "?", columns: list[str] | None = Non
         When ``data`` is not a readable Parquet file (truncated, wrong format).
     """
     try:
-        return pq.ParquetFile(pa.BufferReader(data)).read(columns=columns)
+        return pq.ParquetFile(pa.BufferReader(data)).read(columns=columns, use_threads=False)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError, ValueError) as exc:
         raise CorruptObjectError(
             f"object {key} is not a readable Parquet file ({exc}); restore it from a backup or "

@@ -45,6 +45,7 @@ from marketlake.errors import (
 T = TypeVar("T")
 
 _LOCK_DIR = ".marketlake-locks"
+_LOCK_STRIPES = 256  # local CAS: keys hash onto this many lock files (opened once, kept open)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +158,10 @@ class ObjectStore:
         self.retries = max(1, retries)
         self.backoff = backoff
         self.fsync = fsync
-        self._thread_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._stripe_locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+        self._stripe_fds: dict[int, int] = {}
+        self._dirs: set[Path] = set()
 
     @property
     def is_local(self) -> bool:
@@ -172,6 +175,8 @@ class ObjectStore:
 
     def get(self, key: str) -> GetResult:
         """Return the object's bytes and ETag. Raises :class:`ObjectNotFoundError` if absent."""
+        if self.local_root is not None:
+            return self._retry(lambda: self._local_get(key), key)
 
         def op() -> GetResult:
             res = obstore.get(self._store, key)
@@ -188,6 +193,15 @@ class ObjectStore:
 
     def head(self, key: str) -> ObjectInfo | None:
         """Size and ETag of ``key``, or None when it does not exist."""
+
+        if self.local_root is not None:
+            try:
+                st = self._local_path(key).stat()
+            except FileNotFoundError:
+                return None
+            except NotADirectoryError:
+                return None
+            return ObjectInfo(key, st.st_size, _local_etag(st))
 
         def op() -> ObjectInfo | None:
             try:
@@ -264,9 +278,27 @@ class ObjectStore:
         assert self.local_root is not None
         return self.local_root / key
 
+    def _local_get(self, key: str) -> GetResult:
+        # Plain file read: ~10x cheaper than a round trip through obstore for small local files.
+        # The ETag comes from the same open file, in obstore's LocalStore format.
+        try:
+            fd = os.open(self._local_path(key), os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectNotFoundError(f"{key} in {self.url} does not exist", key=key) from None
+        try:
+            st = os.fstat(fd)
+            chunks = []
+            while chunk := os.read(fd, max(st.st_size, 1 << 16)):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        return GetResult(b"".join(chunks), _local_etag(st))
+
     def _local_put(self, key: str, data: bytes) -> str | None:
         path = self._local_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in self._dirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(path.parent)
         tmp = path.parent / f".tmp-{path.name}.{os.getpid()}.{threading.get_ident()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
@@ -275,29 +307,50 @@ class ObjectStore:
                 view = view[os.write(fd, view) :]
             if self.fsync:
                 os.fsync(fd)
+            etag = _local_etag(os.fstat(fd))  # rename keeps inode, mtime and size
         finally:
             os.close(fd)
         tmp.replace(path)
-        info = self.head(key)
-        return info.etag if info else None
+        return etag
 
     @contextlib.contextmanager
     def _key_lock(self, key: str) -> Iterator[None]:
-        """Exclusive lock on ``key`` across threads and processes (local store only)."""
+        """Exclusive lock on ``key`` across threads and processes (local store only).
+
+        Keys hash onto a fixed set of lock stripes: a thread lock (flock does not exclude threads
+        sharing one open file) plus an ``fcntl.flock`` on the stripe's lock file, opened once.
+        """
         assert self.local_root is not None
-        with self._guard:
-            tlock = self._thread_locks.setdefault(key, threading.Lock())
-        digest = hashlib.sha1(key.encode()).hexdigest()
-        lock_dir = self.local_root / _LOCK_DIR / digest[:2]
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        with tlock:
-            fd = os.open(lock_dir / digest, os.O_RDWR | os.O_CREAT, 0o644)
+        stripe = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest()) % (
+            _LOCK_STRIPES
+        )
+        with self._stripe_locks[stripe]:
+            fd = self._stripe_fd(stripe)
+            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
                 yield
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _stripe_fd(self, stripe: int) -> int:
+        fd = self._stripe_fds.get(stripe)
+        if fd is None:
+            assert self.local_root is not None
+            lock_dir = self.local_root / _LOCK_DIR
+            lock_dir.mkdir(parents=True, exist_ok=True)
+            with self._guard:
+                fd = self._stripe_fds.get(stripe)
+                if fd is None:
+                    fd = os.open(lock_dir / f"{stripe:03d}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+                    self._stripe_fds[stripe] = fd
+        return fd
+
+    def close(self) -> None:
+        """Close cached lock files (local stores)."""
+        with self._guard:
+            for fd in self._stripe_fds.values():
                 os.close(fd)
+            self._stripe_fds.clear()
 
     # -- retries ----------------------------------------------------------------------------
 
@@ -315,6 +368,11 @@ class ObjectStore:
                 time.sleep(delay * (0.5 + random.random()))
                 delay *= 2
         raise AssertionError("unreachable")
+
+
+def _local_etag(st: os.stat_result) -> str:
+    """The ETag obstore's LocalStore reports for a file: inode, mtime (µs) and size, in hex."""
+    return f'"{st.st_ino:x}-{st.st_mtime_ns // 1000:x}-{st.st_size:x}"'
 
 
 def _etag(meta: Any) -> str | None:
