@@ -119,3 +119,24 @@ def test_bad_batch_arguments(lake: Lake) -> None:
         run_batch(lake, FakeSource(), ["AAPL"], ["prices"], D2, D1)
     with pytest.raises(MarketlakeError, match="marketlake runs"):
         resume_batch(lake, "no-such-run")
+
+
+def test_worker_processes_give_the_same_lake_as_threads(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import marketlake
+    from marketlake.sources.synthetic import SyntheticSource
+
+    tickers = ["AAPL", "MSFT", "IBM", "KO", "XOM", "JPM"]
+    datasets = ["prices", "signals_technical"]
+    blobs = []
+    for name, procs in (("threads", 1), ("procs", 2)):
+        with marketlake.open(tmp_path / name, fsync=False) as lk:
+            s = run_batch(lk, SyntheticSource(), tickers, datasets, D1, D2, processes=procs)
+            assert s.items_completed == 12 and s.items_failed == 0
+            assert len(lk.catalog.partitions()) == 6 * 2 * 2
+            blobs.append(
+                {
+                    str(p.relative_to(tmp_path / name)): p.read_bytes()
+                    for p in sorted((tmp_path / name).rglob("*.parquet"))
+                }
+            )
+    assert blobs[0] == blobs[1] and len(blobs[0]) == 24

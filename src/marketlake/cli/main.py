@@ -32,8 +32,15 @@ app = typer.Typer(
 catalog_app = typer.Typer(help="Inspect and rebuild the catalog.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 
-out = Console()
-err = Console(stderr=True)
+
+def _console(stderr: bool = False) -> Console:
+    """A console; when output is not a terminal (pipes, logs, CI) tables get room, not '…'."""
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=200)
+
+
+out = _console()
+err = _console(stderr=True)
 
 LakeOpt = Annotated[
     str,

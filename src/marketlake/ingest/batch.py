@@ -11,11 +11,19 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import random
 import time
 import uuid
-from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Iterator, Sequence
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    as_completed,
+    wait,
+)
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -85,6 +93,7 @@ def run_batch(
     progress: Progress | None = None,
     run_id: str | None = None,
     fetch_retries: int = 3,
+    processes: int | None = None,
 ) -> RunSummary:
     """Ingest ``tickers`` x ``datasets`` for the inclusive session range ``[start, end]``.
 
@@ -102,7 +111,11 @@ def run_batch(
     kind:
         ``"daily"`` or ``"backfill"`` (recorded with the run).
     workers:
-        Size of the worker pool (threads).
+        Size of the worker pool (threads; split across processes when there are several).
+    processes:
+        Worker processes. Default: one per core when the batch has at least
+        ``MIN_ITEMS_PER_PROCESS`` items per process and the store is not ``memory://``, else 1
+        (threads only).
     progress:
         Progress reporter (default: none).
     run_id:
@@ -135,7 +148,9 @@ def run_batch(
         "kind": kind,
     }
     lake.catalog.create_run(run_id, kind, source.name, params, items)
-    return _execute(lake, source, run_id, items, start, end, workers, progress, fetch_retries)
+    return _execute(
+        lake, source, run_id, items, start, end, workers, progress, fetch_retries, processes
+    )
 
 
 def resume_batch(
@@ -146,6 +161,7 @@ def resume_batch(
     workers: int = DEFAULT_WORKERS,
     progress: Progress | None = None,
     fetch_retries: int = 3,
+    processes: int | None = None,
 ) -> RunSummary:
     """Re-run only the items of ``run_id`` that did not complete (failed, pending, running)."""
     run = lake.catalog.get_run(run_id)
@@ -155,7 +171,9 @@ def resume_batch(
     end = dt.date.fromisoformat(str(params["end"]))
     items = lake.catalog.unfinished_items(run_id)
     lake.catalog.reset_items(run_id, items)
-    return _execute(lake, src, run_id, items, start, end, workers, progress, fetch_retries)
+    return _execute(
+        lake, src, run_id, items, start, end, workers, progress, fetch_retries, processes
+    )
 
 
 def _new_run_id() -> str:
@@ -173,12 +191,14 @@ def _execute(
     workers: int,
     progress: Progress | None,
     fetch_retries: int,
+    processes: int | None = None,
 ) -> RunSummary:
     t0 = time.perf_counter()
     reporter = progress or NullProgress()
     by_ticker: dict[str, list[str]] = {}
     for ticker, dataset in items:
         by_ticker.setdefault(ticker, []).append(dataset)
+    requests = [SourceRequest(t, tuple(ds), start, end) for t, ds in by_ticker.items()]
     reporter.start(len(items), f"{source.name} {start}..{end}")
     summary = RunSummary(run_id, "running", len(items), 0, 0, 0, 0, 0, 0, 0.0)
     pending_items: list[RunItemRow] = []
@@ -186,8 +206,10 @@ def _execute(
     last_flush = time.monotonic()
 
     def flush() -> None:
+        # commit order: the objects and _meta of these items are already written
         nonlocal last_flush
         if pending_writes:
+            target.writer.store.sync()
             lake.record(pending_writes, source=source.name)
         if pending_items:
             lake.catalog.record_items(run_id, pending_items)
@@ -195,43 +217,166 @@ def _execute(
         pending_writes.clear()
         last_flush = time.monotonic()
 
-    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="marketlake-ingest") as pool:
-        futures: set[Future[_Outcome]] = set()
-        queue = iter(by_ticker.items())
-        exhausted = False
-        try:
-            while True:
-                while not exhausted and len(futures) < workers * 4:
-                    nxt = next(queue, None)
-                    if nxt is None:
-                        exhausted = True
-                        break
-                    ticker, dsets = nxt
-                    req = SourceRequest(ticker, tuple(dsets), start, end)
-                    futures.add(pool.submit(_process, lake, source, req, fetch_retries, run_id))
-                if not futures:
-                    break
-                done, futures = wait(futures, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    outcome = fut.result()
-                    _tally(summary, outcome)
-                    pending_items.extend(outcome.items)
-                    pending_writes.extend(outcome.writes)
-                    failed = sum(1 for i in outcome.items if i.status == "failed")
-                    reporter.advance(len(outcome.items), failed=failed)
-                if (
-                    len(pending_items) >= FLUSH_EVERY
-                    or time.monotonic() - last_flush > FLUSH_SECONDS
-                ):
-                    flush()
-        finally:
-            flush()
-            reporter.finish()
+    # Objects are written without a per-object fsync; one syncfs before each catalog flush
+    # makes them durable first (group commit), so the commit order data -> _meta -> catalog holds.
+    target = _Target(PartitionWriter(lake.writer.store.with_fsync(False), lake.writer.layouts))
+    nproc = _choose_processes(lake, source, len(items), processes)
+    if nproc > 1:
+        outcomes = _run_processes(lake, source, requests, fetch_retries, run_id, nproc, workers)
+    else:
+        outcomes = _run_threads(target, source, requests, fetch_retries, run_id, workers)
+    try:
+        for outcome in outcomes:
+            _tally(summary, outcome)
+            pending_items.extend(outcome.items)
+            pending_writes.extend(outcome.writes)
+            failed = sum(1 for i in outcome.items if i.status == "failed")
+            reporter.advance(len(outcome.items), failed=failed)
+            if len(pending_items) >= FLUSH_EVERY or time.monotonic() - last_flush > FLUSH_SECONDS:
+                flush()
+    finally:
+        flush()
+        reporter.finish()
     status = "failed" if summary.items_failed else "completed"
     lake.catalog.finish_run(run_id, status)
     summary.status = status
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+MIN_ITEMS_PER_PROCESS = 3000  # below this, spawning worker processes costs more than it saves
+CHUNK_TICKERS = 100
+
+
+def _choose_processes(
+    lake: IngestTarget, source: Source, n_items: int, processes: int | None
+) -> int:
+    """Worker processes for a batch: one per core for large batches on a shareable store."""
+    if lake.writer.store.url.startswith("memory://"):
+        return 1  # an in-process store cannot be shared with other processes
+    if type(source).__module__ == "__main__":
+        return 1  # a spawned process cannot import a source class defined in a script/notebook
+    if processes is not None:
+        return max(1, processes)
+    cores = os.cpu_count() or 1
+    return max(1, min(cores, n_items // MIN_ITEMS_PER_PROCESS))
+
+
+def _run_threads(
+    lake: _Target,
+    source: Source,
+    requests: list[SourceRequest],
+    retries: int,
+    run_id: str,
+    workers: int,
+) -> Iterator[_Outcome]:
+    workers = max(1, workers)
+    with ThreadPoolExecutor(workers, thread_name_prefix="marketlake-ingest") as pool:
+        futures: set[Future[_Outcome]] = set()
+        queue = iter(requests)
+        exhausted = False
+        while True:
+            while not exhausted and len(futures) < workers * 4:
+                req = next(queue, None)
+                if req is None:
+                    exhausted = True
+                    break
+                futures.add(pool.submit(_process, lake, source, req, retries, run_id))
+            if not futures:
+                return
+            done, futures = wait(futures, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
+
+
+# --- worker processes ------------------------------------------------------------------------
+# Python threads share one interpreter lock, so on a multi-core machine a large batch runs in
+# worker processes (spawned: no inherited locks or runtimes). Each opens the store by URL, writes
+# data and _meta exactly as the threaded path does, and returns per-item results; the parent alone
+# writes the catalog.
+
+
+class _Target:
+    """What a worker needs: a writer (fsync deferred to a group commit) and _meta reads."""
+
+    def __init__(self, writer: PartitionWriter) -> None:
+        self.writer = writer
+
+    @classmethod
+    def open(cls, url: str, layouts: dict[str, str]) -> _Target:
+        from marketlake.storage.layout import Layout
+        from marketlake.storage.store import open_store
+
+        return cls(
+            PartitionWriter(
+                open_store(url, fsync=False), {k: Layout.parse(v) for k, v in layouts.items()}
+            )
+        )
+
+    def meta(self, ticker: str, dataset: str) -> TickerMeta | None:
+        from marketlake.storage.meta import meta_key
+
+        key = meta_key(dataset, ticker)
+        got = self.writer.store.get_or_none(key)
+        return TickerMeta.from_bytes(got.data, key=key) if got else None
+
+
+_WORKER: tuple[_Target, Source] | None = None
+
+
+def _worker_init(url: str, layouts: dict[str, str], source: Source) -> None:
+    global _WORKER
+    _WORKER = (_Target.open(url, layouts), source)
+
+
+def _worker_chunk(
+    requests: list[SourceRequest], retries: int, run_id: str, threads: int
+) -> list[_Outcome]:
+    assert _WORKER is not None, "worker process not initialised"
+    target, source = _WORKER
+    out = list(_run_threads(target, source, requests, retries, run_id, threads))
+    target.writer.store.sync()
+    return out
+
+
+def _run_processes(
+    lake: IngestTarget,
+    source: Source,
+    requests: list[SourceRequest],
+    retries: int,
+    run_id: str,
+    nproc: int,
+    workers: int,
+) -> Iterator[_Outcome]:
+    import multiprocessing
+
+    store = lake.writer.store
+    layouts = {k: v.template for k, v in lake.writer.layouts.items()}
+    threads = max(2, workers // nproc)
+    chunks = [requests[i : i + CHUNK_TICKERS] for i in range(0, len(requests), CHUNK_TICKERS)]
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        nproc,
+        mp_context=ctx,
+        initializer=_worker_init,
+        initargs=(store.open_url, layouts, source),
+    ) as pool:
+        futures = {pool.submit(_worker_chunk, c, retries, run_id, threads): c for c in chunks}
+        for fut in as_completed(futures):
+            try:
+                yield from fut.result()
+            except Exception as exc:  # a crashed worker: its items fail, the others go on
+                message = f"worker process failed: {_describe(exc)}"
+                for req in futures[fut]:
+                    yield _Outcome(
+                        [
+                            _item(
+                                run_id, req.ticker, d, "failed", 0, 0, 0, 0, message, utc_now_iso()
+                            )
+                            for d in req.datasets
+                        ],
+                        [],
+                    )
 
 
 def _tally(summary: RunSummary, outcome: _Outcome) -> None:
@@ -264,7 +409,7 @@ def _fetch(source: Source, req: SourceRequest, retries: int) -> dict[str, pa.Tab
 
 
 def _process(
-    lake: IngestTarget, source: Source, req: SourceRequest, retries: int, run_id: str
+    lake: _Target, source: Source, req: SourceRequest, retries: int, run_id: str
 ) -> _Outcome:
     started = utc_now_iso()
     items: list[RunItemRow] = []

@@ -16,6 +16,7 @@ jittered exponential backoff (``retries`` attempts).
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import hashlib
 import os
@@ -151,9 +152,11 @@ class ObjectStore:
         retries: int = 5,
         backoff: float = 0.05,
         fsync: bool = True,
+        open_url: str | None = None,
     ) -> None:
         self._store = store
         self.url = url
+        self.open_url = open_url or url  # what open_store() was given (never holds secrets)
         self.local_root = local_root
         self.retries = max(1, retries)
         self.backoff = backoff
@@ -345,6 +348,22 @@ class ObjectStore:
                     self._stripe_fds[stripe] = fd
         return fd
 
+    def with_fsync(self, fsync: bool) -> ObjectStore:
+        """A view of this store that shares its connection and locks but fsyncs differently."""
+        view = copy.copy(self)
+        view.fsync = fsync
+        return view
+
+    def sync(self) -> None:
+        """Make every write so far durable (local stores: ``syncfs``; remote: no-op).
+
+        With ``fsync=True`` each object is already fsynced before its rename; this group commit
+        is what makes ``fsync=False`` batches durable before the catalog records them.
+        """
+        if self.local_root is None or self.fsync:
+            return
+        _syncfs(self.local_root)
+
     def close(self) -> None:
         """Close cached lock files (local stores)."""
         with self._guard:
@@ -368,6 +387,23 @@ class ObjectStore:
                 time.sleep(delay * (0.5 + random.random()))
                 delay *= 2
         raise AssertionError("unreachable")
+
+
+def _syncfs(path: Path) -> None:
+    """Flush the filesystem holding ``path`` (Linux ``syncfs``; elsewhere ``os.sync``)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if libc.syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    except (OSError, AttributeError):
+        pass
+    os.sync()
 
 
 def _local_etag(st: os.stat_result) -> str:
@@ -432,7 +468,9 @@ def open_store(url: str | os.PathLike[str], *, fsync: bool = True, retries: int 
         return ObjectStore(MemoryStore(), "memory://", retries=retries)
     if scheme in ("s3", "r2"):
         cfg = S3Settings.from_url(text)
-        return ObjectStore(s3_store(cfg), f"s3://{cfg.bucket}/{cfg.prefix}", retries=retries)
+        return ObjectStore(
+            s3_store(cfg), f"s3://{cfg.bucket}/{cfg.prefix}", retries=retries, open_url=text
+        )
     raise ConfigError(
         f"unsupported lake URL {text!r}: use a local path, file:///path, memory:// or "
         "s3://bucket/prefix",
