@@ -16,7 +16,7 @@ from tests.conftest import price_table, weekdays
 
 
 class FakeSource(Source):
-    """Deterministic prices; fails for chosen tickers; transient failures a fixed number of times."""
+    """Deterministic prices; fails for chosen tickers; transient failures N times."""
 
     name = "fake"
     datasets = ("prices",)

@@ -15,7 +15,7 @@ from marketlake.storage.store import ObjectStore
 from tests.conftest import price_table, weekdays
 
 
-class Crash(Exception):
+class CrashError(Exception):
     """Simulated process death."""
 
 
@@ -30,10 +30,10 @@ class CrashingStore(ObjectStore):
         n = self.writes
         self.writes += 1
         if n == self.crash_at and not self.after:
-            raise Crash(f"before write {n}")
+            raise CrashError(f"before write {n}")
         out = fn()
         if n == self.crash_at and self.after:
-            raise Crash(f"after write {n}")
+            raise CrashError(f"after write {n}")
         return out
 
     def put(self, key: str, data: bytes) -> str | None:
@@ -76,7 +76,7 @@ def test_interrupted_write_is_readable_and_rerun_repairs(
         lk.write("AAPL", "prices", BATCH1)
         crashing = Lake(CrashingStore(lk.store, crash_at, after), lk.catalog, lk.marker)
         if crash_at < 3:
-            with pytest.raises(Crash):
+            with pytest.raises(CrashError):
                 crashing.write("AAPL", "prices", BATCH2)
         else:  # data and _meta landed, the catalog step "crashes"
             result = crashing.writer.write(lk.dataset("prices"), "AAPL", BATCH2)

@@ -56,7 +56,7 @@ def test_read_skips_missing_months_and_empty_results(lake: Lake) -> None:
 def test_merge_new_wins_and_counts(lake: Lake) -> None:
     days = weekdays(D(2024, 1, 1), D(2024, 1, 12))
     lake.write("AAPL", "prices", price_table(days))
-    newer = price_table(days[-2:] + [D(2024, 1, 15)], base=500.0)
+    newer = price_table([*days[-2:], D(2024, 1, 15)], base=500.0)
     res = lake.write("AAPL", "prices", newer)
     assert (res.rows_added, res.rows_updated, res.row_count) == (1, 2, len(days) + 1)
     got = lake.read("AAPL", output="arrow")
@@ -182,7 +182,7 @@ def test_corrupt_object_gives_clear_error_and_batch_survives(lake: Lake) -> None
 def test_corrupt_meta_is_reported(lake: Lake) -> None:
     lake.write("AAPL", "prices", price_table([D(2024, 1, 2)]))
     lake.store.put(meta_key("prices", "AAPL"), b"{not json")
-    with pytest.raises(marketlake.StorageError, match="_meta/v1/prices/AAPL.json is corrupt"):
+    with pytest.raises(marketlake.StorageError, match=r"_meta/v1/prices/AAPL\.json is corrupt"):
         lake.read("AAPL", "prices")
     # explicit ranges do not need _meta
     assert len(lake.read("AAPL", "prices", "2024-01-01", "2024-01-31")) == 1

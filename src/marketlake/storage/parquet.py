@@ -33,7 +33,8 @@ def encode_table(table: pa.Table) -> bytes:
         row_group_size=max(table.num_rows, 1),
         store_schema=True,
     )
-    return sink.getvalue().to_pybytes()
+    data: bytes = sink.getvalue().to_pybytes()
+    return data
 
 
 def decode_table(data: bytes, *, key: str = "?", columns: list[str] | None = None) -> pa.Table:
