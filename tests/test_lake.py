@@ -230,3 +230,12 @@ def test_lake_marker_layout_wins(tmp_path: Path) -> None:
         assert (root / "prices/v1/AAPL/2023/data.parquet").exists()
         assert (root / "prices/v1/AAPL/2024/data.parquet").exists()
         assert len(lk.read("AAPL", "prices", "2023-12-29", "2024-01-02")) == 3
+
+
+def test_read_batch_of_many_multi_month_tickers_does_not_starve_the_pool(tmp_path: Path) -> None:
+    with marketlake.open(tmp_path / "lake", fsync=False, max_workers=2) as lk:
+        table = price_table(weekdays(D(2024, 1, 1), D(2024, 6, 30)))
+        for i in range(6):
+            lk.write(f"T{i}", "prices", table)
+        res = lk.read_batch([f"T{i}" for i in range(6)], "prices", "2024-01-01", "2024-06-30")
+        assert not res.errors and len(res.data) == 6 * table.num_rows

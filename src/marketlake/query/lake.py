@@ -260,6 +260,8 @@ class Lake:
         start: DateLike,
         end: DateLike,
         columns: Sequence[str] | None,
+        *,
+        parallel: bool = True,
     ) -> pa.Table:
         lo, hi = _as_date(start, "start"), _as_date(end, "end")
         cols = _columns(ds, columns)
@@ -276,7 +278,7 @@ class Lake:
         if hi < lo or not periods:
             return ds.schema.empty_table().select(cols)
         keys = [layout.key(ds.name, ds.version, ticker, p) for p in periods]
-        tables = self._fetch_tables(keys, cols)
+        tables = self._fetch_tables(keys, cols, parallel=parallel)
         if not tables:
             return ds.schema.empty_table().select(cols)
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
@@ -287,7 +289,9 @@ class Lake:
         )
         return table.filter(mask)
 
-    def _fetch_tables(self, keys: list[str], columns: list[str]) -> list[pa.Table]:
+    def _fetch_tables(
+        self, keys: list[str], columns: list[str], *, parallel: bool = True
+    ) -> list[pa.Table]:
         def one(key: str) -> pa.Table | None:
             try:
                 got = self.store.get(key)
@@ -295,7 +299,10 @@ class Lake:
                 return None
             return decode_table(got.data, key=key, columns=columns)
 
-        results = [one(keys[0])] if len(keys) == 1 else list(self._executor().map(one, keys))
+        if len(keys) == 1 or not parallel:
+            results = [one(k) for k in keys]
+        else:
+            results = list(self._executor().map(one, keys))
         return [t for t in results if t is not None and t.num_rows]
 
     def read_batch(
@@ -320,7 +327,9 @@ class Lake:
         def one(raw: str) -> tuple[str, pa.Table | MarketlakeError]:
             try:
                 symbol = normalize_ticker(raw)
-                return symbol, self._read_arrow(ds, symbol, start, end, cols)
+                # per-ticker work already runs on the pool: fetch this ticker's keys serially
+                # (nested pool.map from inside a pool task can starve the pool and deadlock)
+                return symbol, self._read_arrow(ds, symbol, start, end, cols, parallel=False)
             except MarketlakeError as exc:
                 return str(raw), exc
 
