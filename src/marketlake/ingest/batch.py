@@ -29,10 +29,10 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from marketlake.catalog import Catalog, RunItemRow
+from marketlake.catalog import Catalog, RunItemRow, utc_now_iso
 from marketlake.errors import MarketlakeError, is_retryable
 from marketlake.ingest.progress import NullProgress, Progress
-from marketlake.ingest.writer import PartitionWriter, WriteResult, utc_now_iso
+from marketlake.ingest.writer import PartitionWriter, WriteResult
 from marketlake.schemas.datasets import get_dataset
 from marketlake.schemas.tickers import normalize_tickers
 from marketlake.sources.base import Source, SourceRequest

@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from marketlake.catalog import utc_now_iso
 from marketlake.errors import ConflictError
 from marketlake.ingest.merge import merge_rows
 from marketlake.schemas.conform import conform
@@ -38,11 +39,6 @@ from marketlake.storage.layout import Layout
 from marketlake.storage.meta import PartitionMeta, TickerMeta, meta_key
 from marketlake.storage.parquet import decode_table, encode_table, sha256_hex
 from marketlake.storage.store import GetResult, ObjectStore
-
-
-def utc_now_iso() -> str:
-    """Current UTC time as ISO 8601 with microseconds and a ``Z`` suffix."""
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)

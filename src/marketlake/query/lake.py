@@ -19,9 +19,9 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from marketlake.catalog import AssetRow, Catalog, PartitionRow, ProgressRow
+from marketlake.catalog import AssetRow, Catalog, PartitionRow, ProgressRow, utc_now_iso
 from marketlake.errors import MarketlakeError, ObjectNotFoundError
-from marketlake.ingest.writer import PartitionWriter, WriteResult, utc_now_iso
+from marketlake.ingest.writer import PartitionWriter, WriteResult
 from marketlake.schemas.datasets import Dataset, get_dataset, list_datasets
 from marketlake.schemas.tickers import normalize_ticker
 from marketlake.storage.format import LakeMarker, ensure_marker
