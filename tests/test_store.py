@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from marketlake.errors import ConfigError, ConflictError, ObjectNotFoundError
+from marketlake.errors import ConfigError, ConflictError, MarketlakeError, ObjectNotFoundError
 from marketlake.storage.store import ObjectStore, S3Settings, open_store
 
 
@@ -88,6 +88,41 @@ def test_local_writes_leave_no_temp_files(tmp_path: Path) -> None:
         s.put("p/data.parquet", str(i).encode())
     names = sorted(p.name for p in (tmp_path / "s" / "p").iterdir())
     assert names == ["data.parquet"]
+    assert list((tmp_path / "s" / ".marketlake-tmp").iterdir()) == []
+    assert [o.key for o in s.list("p")] == ["p/data.parquet"]
+
+
+def test_failed_local_write_leaves_no_temp_file(tmp_path: Path) -> None:
+    s = open_store(tmp_path / "s")
+    s.put("p/data.parquet", b"old")
+    (tmp_path / "s" / "p" / "data.parquet").unlink()
+    (tmp_path / "s" / "p" / "data.parquet").mkdir()  # rename onto a directory fails
+    with pytest.raises(MarketlakeError):
+        s.put("p/data.parquet", b"new")
+    assert list((tmp_path / "s" / ".marketlake-tmp").iterdir()) == []
+
+
+def test_orphaned_temporaries_of_dead_writers_are_removed_at_open(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    open_store(tmp_path / "s").put("k", b"v")
+    stage = tmp_path / "s" / ".marketlake-tmp"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    old, fresh, alive = stage / f"{dead}.1.0", stage / f"{dead}.1.1", stage / f"{os.getpid()}.1.0"
+    for f in (old, fresh, alive):
+        f.write_bytes(b"partial")
+    os.utime(old, (1, 1))
+    os.utime(alive, (1, 1))
+    open_store(tmp_path / "s").put("k", b"v2")  # the first write of a process cleans up
+    assert not old.exists()  # dead writer, old: removed
+    assert fresh.exists() and alive.exists()  # too recent / live process: kept
 
 
 def test_urls(tmp_path: Path) -> None:

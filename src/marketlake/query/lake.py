@@ -124,8 +124,17 @@ class Lake:
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="marketlake-io")
+            self._pool = ThreadPoolExecutor(
+                self._read_threads(), thread_name_prefix="marketlake-io"
+            )
         return self._pool
+
+    def _read_threads(self) -> int:
+        """Reader threads: ``max_workers`` for remote stores (latency-bound); for local stores
+        no more than the CPU count, since decoding holds the GIL and more threads only contend."""
+        if self.store.is_local:
+            return max(1, min(self.max_workers, os.cpu_count() or 1))
+        return self.max_workers
 
     def dataset(self, name: str) -> Dataset:
         """The registered dataset ``name`` (raises UnknownDatasetError with the known names)."""
@@ -299,7 +308,8 @@ class Lake:
                 return None
             return decode_table(got.data, key=key, columns=columns)
 
-        if len(keys) == 1 or not parallel:
+        if len(keys) == 1 or not parallel or self.store.is_local:
+            # local files: reading is microseconds, decoding is CPU; a pool only adds overhead
             results = [one(k) for k in keys]
         else:
             results = list(self._executor().map(one, keys))

@@ -46,7 +46,8 @@ def decode_table(data: bytes, *, key: str = "?", columns: list[str] | None = Non
         When ``data`` is not a readable Parquet file (truncated, wrong format).
     """
     try:
-        return pq.ParquetFile(pa.BufferReader(data)).read(columns=columns, use_threads=False)
+        reader = pq.ParquetFile(pa.BufferReader(data), pre_buffer=False)  # in memory already
+        return reader.read(columns=columns, use_threads=False)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError, ValueError) as exc:
         raise CorruptObjectError(
             f"object {key} is not a readable Parquet file ({exc}); restore it from a backup or "
