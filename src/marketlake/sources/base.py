@@ -40,6 +40,9 @@ class Source(abc.ABC):
     datasets: ClassVar[tuple[str, ...]]
     description: ClassVar[str] = ""
     settings: ClassVar[tuple[str, ...]] = ()
+    #: True when ``fetch`` waits on the network: the batch then keeps many threads per process
+    #: to overlap latency. False (offline/CPU-bound sources): a couple of threads per core.
+    network: ClassVar[bool] = False
 
     def plan(
         self, tickers: list[str], datasets: list[str], start: dt.date, end: dt.date
