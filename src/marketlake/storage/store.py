@@ -22,10 +22,12 @@ import hashlib
 import itertools
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
@@ -37,6 +39,7 @@ from obstore.store import LocalStore, MemoryStore, S3Store
 from marketlake.errors import (
     ConfigError,
     ConflictError,
+    LayoutError,
     ObjectNotFoundError,
     StorageError,
     StoragePermissionError,
@@ -188,6 +191,7 @@ class ObjectStore:
 
     def get(self, key: str) -> GetResult:
         """Return the object's bytes and ETag. Raises :class:`ObjectNotFoundError` if absent."""
+        _check_key(key)
         if self.local_root is not None:
             return self._retry(lambda: self._local_get(key), key)
 
@@ -206,7 +210,7 @@ class ObjectStore:
 
     def head(self, key: str) -> ObjectInfo | None:
         """Size and ETag of ``key``, or None when it does not exist."""
-
+        _check_key(key)
         if self.local_root is not None:
             try:
                 st = os.stat(self._local_path(key))
@@ -230,8 +234,21 @@ class ObjectStore:
         return self.head(key) is not None
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        """Yield every object under ``prefix`` (a LIST: for rebuild/maintenance, never reads)."""
-        for chunk in obstore.list(self._store, prefix=prefix.rstrip("/") + "/"):
+        """Yield every object under ``prefix`` (a LIST: for rebuild/maintenance, never reads).
+
+        An empty ``prefix`` lists the whole store (lock and staging files excluded).
+        """
+        where = prefix.rstrip("/") + "/" if prefix.strip("/") else None
+        if where is not None:
+            _check_key(where[:-1])
+        chunks = iter(obstore.list(self._store, prefix=where))
+        while True:
+            try:
+                chunk = next(chunks, None)
+            except Exception as exc:
+                raise _map_error(exc, where or "", self.url) from exc
+            if chunk is None:
+                return
             for meta in chunk:
                 path = str(meta["path"])
                 if path.startswith((_LOCK_DIR + "/", _STAGE_DIR + "/")) or "/.tmp-" in path:
@@ -242,12 +259,14 @@ class ObjectStore:
 
     def put(self, key: str, data: bytes) -> str | None:
         """Write ``data`` at ``key`` unconditionally (atomic). Returns the new ETag."""
+        _check_key(key)
         if self.local_root is not None:
             return self._retry(lambda: self._local_put(key, data), key)
         return self._retry(lambda: _etag(obstore.put(self._store, key, data)), key)
 
     def put_if_absent(self, key: str, data: bytes) -> str | None:
         """Create ``key`` only if it does not exist; :class:`ConflictError` otherwise."""
+        _check_key(key)
         if self.local_root is not None:
             with self._key_lock(key):
                 if os.path.exists(self._local_path(key)):
@@ -260,24 +279,39 @@ class ObjectStore:
     def put_if_match(self, key: str, data: bytes, etag: str | None) -> str | None:
         """Write ``key`` only if its current ETag is ``etag`` (None: only if it is absent).
 
-        Raises :class:`ConflictError` when the object changed since it was read.
+        Raises :class:`ConflictError` when the object changed since it was read, including when
+        it was deleted (S3 answers 404, SeaweedFS 412: both are a lost race here). ETags compare
+        with or without their surrounding quotes.
         """
         if etag is None:
             return self.put_if_absent(key, data)
+        _check_key(key)
         if self.local_root is not None:
             with self._key_lock(key):
                 info = self.head(key)
-                if info is None or info.etag != etag:
+                if info is None or _bare(info.etag) != _bare(etag):
                     raise ConflictError(
                         f"{key} changed since it was read (another writer updated it)", key=key
                     )
                 return self._retry(lambda: self._local_put(key, data), key)
-        return self._retry(
-            lambda: _etag(obstore.put(self._store, key, data, mode={"e_tag": etag})), key
-        )
+
+        quoted = f'"{_bare(etag)}"'  # S3 and obstore's memory store compare the quoted form
+
+        def op() -> str | None:
+            try:
+                return _etag(obstore.put(self._store, key, data, mode={"e_tag": quoted}))
+            except (FileNotFoundError, oe.NotFoundError) as exc:
+                if _s3_code(exc) == "NoSuchBucket":
+                    raise
+                raise ConflictError(
+                    f"{key} in {self.url} was deleted since it was read (another writer)", key=key
+                ) from exc
+
+        return self._retry(op, key)
 
     def delete(self, key: str) -> None:
         """Delete ``key``; deleting a missing key is not an error."""
+        _check_key(key)
 
         def op() -> None:
             with contextlib.suppress(FileNotFoundError):
@@ -485,25 +519,113 @@ def _etag(meta: Any) -> str | None:
     return str(value) if value is not None else None
 
 
+_STATUS = re.compile(r"status code: (\d{3})")
+_S3_CODE = re.compile(r"<Code>([A-Za-z0-9.]+)</Code>")
+_PERMISSION_HINTS = {
+    "SignatureDoesNotMatch": "the secret key is wrong (R2_SECRET_ACCESS_KEY/AWS_SECRET_ACCESS_KEY)",
+    "InvalidAccessKeyId": "the access key id is unknown (R2_ACCESS_KEY_ID/AWS_ACCESS_KEY_ID)",
+    "InvalidToken": "the session token is invalid or expired (AWS_SESSION_TOKEN)",
+    "ExpiredToken": "the session token has expired (AWS_SESSION_TOKEN)",
+    "RequestTimeTooSkewed": "this machine's clock is too far off: sync it (NTP)",
+}
+
+
+def _check_key(key: str) -> None:
+    """Reject keys that could escape the lake root or that S3 servers treat inconsistently.
+
+    Keys are printable ASCII, ``/``-separated, relative, without empty, ``.`` or ``..``
+    segments, a trailing ``/`` or backslashes. Every key the lake builds passes.
+
+    Raises
+    ------
+    LayoutError
+        Naming the key and the rule it breaks.
+    """
+    problem = None
+    if not key:
+        problem = "it is empty"
+    elif not (key.isascii() and key.isprintable()):
+        problem = "it contains control or non-ASCII characters"
+    elif key[0] == "/":
+        problem = "it starts with '/'"
+    elif key[-1] == "/":
+        problem = "it ends with '/'"
+    elif "//" in key:
+        problem = "it contains '//'"
+    elif "\\" in key:
+        problem = "it contains a backslash"
+    elif "." in key and any(seg in (".", "..") for seg in key.split("/")):
+        problem = "it has a '.' or '..' segment"
+    if problem is not None:
+        raise LayoutError(
+            f"invalid object key {key!r}: {problem}; keys are relative printable-ASCII paths "
+            "like 'prices/v1/AAPL/2024/01/data.parquet'",
+            key=key,
+        )
+
+
+def _bare(etag: str | None) -> str | None:
+    """An ETag without surrounding quotes or a weak ``W/`` prefix (servers differ)."""
+    if etag is None:
+        return None
+    text = etag.removeprefix("W/")
+    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else text
+
+
+def _status(exc: BaseException) -> int | None:
+    match = _STATUS.search(str(exc))
+    return int(match.group(1)) if match else None
+
+
+def _s3_code(exc: BaseException) -> str | None:
+    match = _S3_CODE.search(str(exc))
+    return match.group(1) if match else None
+
+
 def _map_error(exc: Exception, key: str, url: str) -> Exception:
-    if isinstance(exc, StorageError):
+    """Turn an obstore/OS exception into the matching :mod:`marketlake.errors` class.
+
+    obstore names some failures by class (NotFound, Precondition, PermissionDenied); others
+    arrive as a generic error whose text carries the HTTP status and the S3 error code, which
+    decide: 404 NoSuchBucket is final, 401/403 are permission problems, 412 a lost race,
+    408/429/5xx and connection failures or timeouts (no status) are transient.
+    """
+    if isinstance(exc, StorageError | LayoutError):
         return exc
     where = f"{key} in {url}"
-    if isinstance(exc, FileNotFoundError | oe.NotFoundError):
-        return ObjectNotFoundError(f"{where} does not exist", key=key)
-    if isinstance(exc, oe.AlreadyExistsError | oe.PreconditionError):
-        return ConflictError(f"{where} changed since it was read (another writer)", key=key)
-    if isinstance(exc, oe.PermissionDeniedError | oe.UnauthenticatedError | PermissionError):
-        return StoragePermissionError(
-            f"permission denied for {where}: check the credentials (R2_ACCESS_KEY_ID/"
-            "AWS_ACCESS_KEY_ID and secret) and that they may read and write this bucket",
+    status = _status(exc)
+    code = _s3_code(exc)
+    if code == "NoSuchBucket":
+        return StorageError(
+            f"bucket of {url} does not exist: create it, or fix the bucket in the URL / R2_BUCKET",
             key=key,
+        )
+    if isinstance(exc, FileNotFoundError | oe.NotFoundError) or (
+        status == 404 and isinstance(exc, oe.GenericError)
+    ):
+        return ObjectNotFoundError(f"{where} does not exist", key=key)
+    if isinstance(exc, oe.AlreadyExistsError | oe.PreconditionError) or status == 412:
+        return ConflictError(f"{where} changed since it was read (another writer)", key=key)
+    if isinstance(exc, oe.PermissionDeniedError | oe.UnauthenticatedError | PermissionError) or (
+        status in (401, 403)
+    ):
+        hint = _PERMISSION_HINTS.get(code or "")
+        detail = (
+            hint
+            if hint
+            else "check the credentials (R2_ACCESS_KEY_ID/AWS_ACCESS_KEY_ID and secret) and "
+            "that they may read and write this bucket"
+        )
+        return StoragePermissionError(
+            f"permission denied for {where}{f' ({code})' if code else ''}: {detail}", key=key
         )
     if isinstance(exc, oe.NotSupportedError | NotImplementedError):
         return StorageError(f"operation not supported by {url}: {exc}", key=key)
-    if isinstance(exc, oe.InvalidPathError):
-        return StorageError(f"invalid object key {key!r}: {exc}", key=key)
-    if isinstance(exc, oe.GenericError | OSError | TimeoutError | ConnectionError):
+    if isinstance(exc, oe.InvalidPathError | ValueError):
+        return StorageError(f"invalid object key {key!r}: {_first_line(exc)}", key=key)
+    if status is not None and status not in (408, 429) and status < 500:
+        return StorageError(f"{where} failed (HTTP {status} {code or ''}): {_first_line(exc)}")
+    if isinstance(exc, oe.BaseError | OSError | TimeoutError | ConnectionError):
         return TransientStorageError(f"transient error on {where}: {_first_line(exc)}", key=key)
     return StorageError(f"unexpected error on {where}: {_first_line(exc)}", key=key)
 
@@ -547,8 +669,19 @@ def open_store(url: str | os.PathLike[str], *, fsync: bool = True, retries: int 
     )
 
 
-def s3_store(cfg: S3Settings) -> Any:
-    """Build an obstore ``S3Store`` from :class:`S3Settings` (path-style with an endpoint)."""
+def s3_store(
+    cfg: S3Settings,
+    *,
+    connect_timeout: float | None = None,
+    timeout: float | None = None,
+    max_retries: int = 3,
+) -> Any:
+    """Build an obstore ``S3Store`` from :class:`S3Settings` (path-style with an endpoint).
+
+    ``connect_timeout`` / ``timeout`` (seconds) override the HTTP client's defaults (5 s / 30 s);
+    ``max_retries`` is obstore's own retry count for 5xx and connection errors (``marketlake
+    doctor`` uses 0 and short timeouts to fail fast).
+    """
     config: dict[str, Any] = {"region": cfg.region}
     if cfg.endpoint:
         config["endpoint"] = cfg.endpoint
@@ -561,14 +694,29 @@ def s3_store(cfg: S3Settings) -> Any:
         config["secret_access_key"] = cfg.secret_access_key
     if cfg.session_token:
         config["session_token"] = cfg.session_token
-    client = {"allow_http": True} if cfg.endpoint and cfg.endpoint.startswith("http://") else {}
+    client: dict[str, Any] = {}
+    if cfg.endpoint and cfg.endpoint.startswith("http://"):
+        client["allow_http"] = True
+    if connect_timeout is not None:
+        client["connect_timeout"] = f"{max(1, round(connect_timeout * 1000))}ms"
+    if timeout is not None:
+        client["timeout"] = f"{max(1, round(timeout * 1000))}ms"
+    retry: dict[str, Any] = {
+        "max_retries": max_retries,
+        "backoff": {
+            "init_backoff": timedelta(milliseconds=100),
+            "max_backoff": timedelta(seconds=5),
+            "base": 2.0,
+        },
+        "retry_timeout": timedelta(seconds=timeout * (max_retries + 1) if timeout else 180),
+    }
     try:
         return S3Store(
             cfg.bucket,
             prefix=cfg.prefix or None,
             config=config,
             client_options=client or None,
-            retry_config={"max_retries": 3, "backoff": {"init_backoff": 0.1, "max_backoff": 5}},
+            retry_config=retry,
         )
     except Exception as exc:
         raise ConfigError(f"cannot configure S3 store for {cfg!r}: {_first_line(exc)}") from exc
