@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from marketlake.catalog import utc_now_iso
-from marketlake.errors import ConflictError
+from marketlake.errors import ConflictError, CorruptObjectError
 from marketlake.ingest.merge import merge_rows
 from marketlake.schemas.conform import conform
 from marketlake.schemas.datasets import Dataset
@@ -72,7 +74,7 @@ def split_by_period(table: pa.Table, time_column: str, layout: Layout) -> dict[s
     if pa.types.is_timestamp(days.type):
         days = pc.cast(days, pa.date32())
     values = days.to_numpy(zero_copy_only=False).astype("datetime64[D]")
-    unit = "M" if layout.grain == "month" else "Y"
+    unit = {"day": "D", "month": "M"}.get(layout.grain, "Y")
     buckets = values.astype(f"datetime64[{unit}]")
     uniq = np.unique(buckets)
     if len(uniq) == 1:
@@ -86,6 +88,9 @@ def split_by_period(table: pa.Table, time_column: str, layout: Layout) -> dict[s
 
 def _to_date(value: np.datetime64) -> dt.date:
     return dt.date.fromisoformat(str(value.astype("datetime64[D]")))
+
+
+PREFETCH_THREADS = 32  # concurrent GETs of _meta + partitions on remote stores (shared by callers)
 
 
 class PartitionWriter:
@@ -115,6 +120,8 @@ class PartitionWriter:
         self.layouts = layouts
         self.clock = clock
         self.max_conflicts = max_conflicts
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     def write(
         self, dataset: Dataset, ticker: str, data: Any, *, source: str | None = None
@@ -129,21 +136,24 @@ class PartitionWriter:
         layout = self.layouts[dataset.name]
         groups = split_by_period(table, dataset.time_column, layout)
         mkey = meta_key(dataset.name, ticker)
-        meta_obj = self.store.get_or_none(mkey)
-        meta = self._decode_meta(meta_obj, dataset, ticker, mkey)
+        keys = {p: layout.key(dataset.name, dataset.version, ticker, p) for p in sorted(groups)}
+        # GET _meta and every touched partition up front (concurrently on a remote store: one
+        # round trip instead of 1 + partitions); a corrupt partition refuses the whole write
+        # (CorruptObjectError naming the key) before anything is written
+        meta_obj, firsts = self._read_all(dataset, mkey, keys)
         now = self.clock()
+        meta, rebuilt = self._decode_meta(meta_obj, dataset, ticker, mkey, now)
         added = updated = written = 0
         mine: dict[str, PartitionMeta] = {}
-        for period in sorted(groups):
-            key = layout.key(dataset.name, dataset.version, ticker, period)
+        for period, key in keys.items():
             pmeta, a, u, w = self._write_partition(
-                dataset, key, period, groups[period], now, source
+                dataset, key, period, groups[period], now, source, firsts[period]
             )
             mine[period] = pmeta
             added, updated, written = added + a, updated + u, written + w
         changed = [p for p in mine.values() if not p.same_content(meta.partitions.get(p.period))]
         final_meta = meta
-        if changed or meta_obj is None:
+        if changed or meta_obj is None or rebuilt:
             final_meta, w = self._commit_meta(dataset, ticker, mkey, meta, meta_obj, mine, now)
             written += w
         return WriteResult(
@@ -171,12 +181,12 @@ class PartitionWriter:
         rows: pa.Table,
         now: str,
         source: str | None,
+        first: tuple[GetResult | None, pa.Table | None] | None = None,
     ) -> tuple[PartitionMeta, int, int, int]:
         for attempt in range(self.max_conflicts + 1):
-            current = self.store.get_or_none(key)
-            existing = decode_table(current.data, key=key) if current is not None else None
-            if existing is not None and existing.schema != dataset.schema:
-                existing = conform(existing, dataset, key)
+            current, existing = (
+                first if attempt == 0 and first else self._read_partition(dataset, key)
+            )
             result = merge_rows(existing, rows, dataset.key)
             if current is not None and result.added == 0 and result.updated == 0:
                 return (
@@ -206,6 +216,59 @@ class PartitionWriter:
             return pmeta, result.added, result.updated, 1
         raise AssertionError("unreachable")
 
+    def _read_all(
+        self, dataset: Dataset, mkey: str, keys: dict[str, str]
+    ) -> tuple[GetResult | None, dict[str, tuple[GetResult | None, pa.Table | None]]]:
+        """GET ``_meta`` and the partitions; remote stores fetch them all at once."""
+        pool = self._prefetch_pool()
+        if pool is None:
+            meta_obj = self.store.get_or_none(mkey)
+            return meta_obj, {p: self._read_partition(dataset, k) for p, k in keys.items()}
+        meta_future = pool.submit(self.store.get_or_none, mkey)
+        futures = {p: pool.submit(self.store.get_or_none, k) for p, k in keys.items()}
+        firsts = {p: self._decoded(dataset, keys[p], f.result()) for p, f in futures.items()}
+        return meta_future.result(), firsts
+
+    def _prefetch_pool(self) -> ThreadPoolExecutor | None:
+        """Threads for concurrent GETs; None for local and in-memory stores (microseconds)."""
+        if self.store.is_local or self.store.url.startswith("memory://"):
+            return None
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    PREFETCH_THREADS, thread_name_prefix="marketlake-prefetch"
+                )
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the prefetch threads (remote stores)."""
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
+    def _decoded(
+        self, dataset: Dataset, key: str, current: GetResult | None
+    ) -> tuple[GetResult | None, pa.Table | None]:
+        if current is None:
+            return None, None
+        existing = decode_table(current.data, key=key)
+        if existing.schema != dataset.schema:
+            existing = conform(existing, dataset, key)
+        return current, existing
+
+    def _read_partition(
+        self, dataset: Dataset, key: str
+    ) -> tuple[GetResult | None, pa.Table | None]:
+        """GET and decode one partition (CorruptObjectError when it cannot be decoded)."""
+        current = self.store.get_or_none(key)
+        if current is None:
+            return None, None
+        existing = decode_table(current.data, key=key)
+        if existing.schema != dataset.schema:
+            existing = conform(existing, dataset, key)
+        return current, existing
+
     @staticmethod
     def _pmeta(
         dataset: Dataset,
@@ -233,11 +296,35 @@ class PartitionWriter:
 
     # -- metadata ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _decode_meta(obj: GetResult | None, dataset: Dataset, ticker: str, key: str) -> TickerMeta:
+    def _decode_meta(
+        self, obj: GetResult | None, dataset: Dataset, ticker: str, key: str, now: str
+    ) -> tuple[TickerMeta, bool]:
+        """Decode ``_meta``; a corrupt one is rebuilt from the data objects (the truth), and the
+        flag tells the caller to write it back."""
         if obj is None:
-            return TickerMeta(dataset.name, ticker, "", {})
-        return TickerMeta.from_bytes(obj.data, key=key)
+            return TickerMeta(dataset.name, ticker, "", {}), False
+        try:
+            return TickerMeta.from_bytes(obj.data, key=key), False
+        except CorruptObjectError:
+            return self.rebuild_meta(dataset, ticker, now), True
+
+    def rebuild_meta(self, dataset: Dataset, ticker: str, now: str | None = None) -> TickerMeta:
+        """Describe every partition object of (dataset, ticker) found by LIST (maintenance: used
+        when ``_meta`` is corrupt). Raises CorruptObjectError if a data object is corrupt too."""
+        layout = self.layouts[dataset.name]
+        now = now or self.clock()
+        parts: dict[str, PartitionMeta] = {}
+        for info in self.store.list(layout.list_prefix(dataset.name, dataset.version, ticker)):
+            hit = layout.match(info.key)
+            if hit is None or hit[0] != dataset.name or hit[2] != ticker:
+                continue
+            if hit[1] is not None and hit[1] != dataset.version:
+                continue
+            current, table = self._read_partition(dataset, info.key)
+            if current is None or table is None or table.num_rows == 0:
+                continue
+            parts[hit[3]] = self._pmeta(dataset, info.key, hit[3], table, current, now, None)
+        return TickerMeta(dataset.name, ticker, now, parts)
 
     def _commit_meta(
         self,
@@ -265,7 +352,7 @@ class PartitionWriter:
                     raise
                 time.sleep(min(0.5, 0.005 * 2 ** min(attempt, 7)) * random.random())
                 meta_obj = self.store.get_or_none(mkey)
-                meta = self._decode_meta(meta_obj, dataset, ticker, mkey)
+                meta, _ = self._decode_meta(meta_obj, dataset, ticker, mkey, now)
                 mine = self._refresh(dataset, mine)
         raise AssertionError("unreachable")
 

@@ -110,6 +110,7 @@ class Lake:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        self.writer.close()
         self.catalog.close()
         self.store.close()
 
@@ -216,6 +217,23 @@ class Lake:
             self.catalog.advance_progress(progress)
         if assets:
             self.catalog.upsert_assets(assets.values())
+
+    def repair_meta(self, ticker: str, dataset: str) -> TickerMeta:
+        """Rebuild the ``_meta`` object of (dataset, ticker) from its data objects (LIST + GET
+        of each partition; the data objects are the truth) and record it in the catalog.
+
+        Raises CorruptObjectError when a data object itself is corrupt (it names the key).
+        """
+        ds = get_dataset(dataset)
+        symbol = normalize_ticker(ticker)
+        key = meta_key(ds.name, symbol)
+        meta = self.writer.rebuild_meta(ds, symbol)
+        current = self.store.get_or_none(key)
+        self.store.put_if_match(key, meta.to_bytes(), current.etag if current else None)
+        parts = [_partition_row(ds.name, symbol, p, "manual") for p in meta.partitions.values()]
+        if parts:
+            self.catalog.upsert_partitions(parts)
+        return meta
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -462,7 +480,7 @@ def default_catalog_path(store: ObjectStore) -> str:
 
 
 def open_lake(
-    url: str | os.PathLike[str] = "./lake",
+    url: str | os.PathLike[str] | ObjectStore = "./lake",
     *,
     catalog: str | os.PathLike[str] | None = None,
     max_workers: int = 16,
@@ -474,7 +492,9 @@ def open_lake(
     ----------
     url:
         ``./lake`` or any local path, ``file:///path``, ``memory://``, ``s3://bucket/prefix`` or
-        ``r2://bucket/prefix`` (endpoint and keys from ``R2_*`` / ``AWS_*`` environment).
+        ``r2://bucket/prefix`` (endpoint and keys from ``R2_*`` / ``AWS_*`` environment), or an
+        already opened :class:`~marketlake.storage.store.ObjectStore` (e.g. a fault-injecting
+        :class:`~marketlake.storage.faults.FaultyStore`; ``fsync`` is then the store's own).
     catalog:
         SQLite file for the catalog; default ``<lake>/_catalog.sqlite`` for a local lake, an
         in-memory database for ``memory://``, else a file under the user data directory.
@@ -488,7 +508,7 @@ def open_lake(
     ConfigError, FormatVersionError, LayoutError
         Bad URL or settings, a lake from a newer marketlake, an invalid layout.
     """
-    store = open_store(url, fsync=fsync)
+    store = url if isinstance(url, ObjectStore) else open_store(url, fsync=fsync)
     marker = ensure_marker(store, {d.name: d.layout for d in list_datasets()})
     cat = Catalog.open(os.fspath(catalog) if catalog is not None else default_catalog_path(store))
     return Lake(store, cat, marker, max_workers=max_workers)

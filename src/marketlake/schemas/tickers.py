@@ -4,7 +4,8 @@ Tickers become part of object keys, so they are validated strictly before any ke
 
 Rules (documented in ``docs/architecture.md``):
 
-* surrounding white space is stripped and letters are upper-cased: ``" aapl "`` -> ``"AAPL"``;
+* surrounding spaces are stripped and letters are upper-cased: ``" aapl "`` -> ``"AAPL"``
+  (tabs, newlines and other control characters are rejected, even at the ends);
 * class shares use a dot: ``BRK-B``, ``BRK.B`` and ``brk_b`` all become ``BRK.B`` (a ``-`` or ``_``
   followed by exactly one final letter is a share class, as Yahoo and CQS spell it);
 * allowed characters afterwards: ``A-Z 0-9 . - ^ = _``, at most 24 characters, starting with a
@@ -39,7 +40,7 @@ def normalize_ticker(raw: object) -> str:
         raise InvalidTickerError(
             f"ticker must be a string, got {type(raw).__name__} {raw!r}", ticker=repr(raw)
         )
-    text = raw.strip()
+    text = raw.strip(" ")  # only spaces: a newline or tab is a control character, rejected below
     if not text:
         raise InvalidTickerError("ticker is empty; pass a symbol such as 'AAPL'", ticker=raw)
     bad = _first_bad_char(text)

@@ -5,10 +5,15 @@ A template is a ``/``-separated string with placeholders in braces::
     {dataset}/v{version}/{TICKER}/{YYYY}/{MM}/data.parquet   # monthly files (the default)
     {dataset}/v{version}/{TICKER}/{YYYY}/data.parquet        # yearly files
     {dataset}/v{version}/{TICKER}/data.parquet               # one file per ticker
+    {dataset}/{YYYY}/{MM}/{DD}/{ticker}_{YYYYMMDD}.parquet   # the seed's daily files (legacy)
 
-The placeholders present decide the partition *grain*: ``{MM}`` (with ``{YYYY}``) means one object
-per month, ``{YYYY}`` alone one per year, neither one per ticker. Every key can be computed from the
-ticker and a date, so readers never need LIST. Templates are validated when a lake opens
+The placeholders present decide the partition *grain*: ``{DD}`` or ``{YYYYMMDD}`` means one object
+per day, ``{MM}`` (with ``{YYYY}``) one per month, ``{YYYY}`` alone one per year, none one per
+ticker. ``{ticker}`` is an alias of ``{TICKER}`` (the normalised symbol); when keys are parsed back
+(:meth:`Layout.match`, used by ``marketlake relayout``) either case is accepted. Lake layouts must
+be ticker-first; a date-first template (such as the legacy daily files) is accepted only with
+``ticker_first=False``, for reading a tree that is being migrated. Every key can be computed
+from the ticker and a date, so readers never need LIST. Templates are validated when a lake opens
 (:class:`~marketlake.errors.LayoutError` names the bad placeholder), in the spirit of dlt's
 ``check_layout``.
 """
@@ -22,9 +27,20 @@ from typing import Literal
 
 from marketlake.errors import LayoutError
 
-Grain = Literal["month", "year", "all"]
+Grain = Literal["day", "month", "year", "all"]
 
-PLACEHOLDERS = frozenset({"dataset", "version", "TICKER", "YYYY", "MM"})
+PLACEHOLDERS = frozenset({"dataset", "version", "TICKER", "ticker", "YYYY", "MM", "DD", "YYYYMMDD"})
+_DATE_PARTS = ("YYYY", "MM", "DD", "YYYYMMDD")
+_PATTERNS = {
+    "dataset": r"[a-z0-9_]+",
+    "version": r"[0-9]+",
+    "TICKER": r"[A-Za-z0-9^][A-Za-z0-9.\-^=_]*",
+    "ticker": r"[A-Za-z0-9^][A-Za-z0-9.\-^=_]*",
+    "YYYY": r"[0-9]{4}",
+    "MM": r"[0-9]{2}",
+    "DD": r"[0-9]{2}",
+    "YYYYMMDD": r"[0-9]{8}",
+}
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 ALL_PERIOD = "all"
 
@@ -37,14 +53,17 @@ class Layout:
     grain: Grain
 
     @classmethod
-    def parse(cls, template: str) -> Layout:
+    def parse(cls, template: str, *, ticker_first: bool = True) -> Layout:
         """Validate ``template`` and return a :class:`Layout`.
+
+        ``ticker_first=False`` accepts date parts before the ticker (legacy trees being
+        migrated); lake layouts are always ticker-first.
 
         Raises
         ------
         LayoutError
-            Unknown or missing placeholders, ``{MM}`` without ``{YYYY}``, empty segments,
-            ``..``, a leading or trailing ``/``.
+            Unknown or missing placeholders, ``{MM}`` without ``{YYYY}``, ``{DD}`` without
+            ``{MM}``, empty segments, ``..``, a leading or trailing ``/``.
         """
         found = _PLACEHOLDER.findall(template)
         unknown = sorted(set(found) - PLACEHOLDERS)
@@ -58,13 +77,15 @@ class Layout:
         if "{" in stripped or "}" in stripped:
             raise LayoutError(f"layout {template!r} has an unbalanced brace", layout=template)
         for required in ("dataset", "TICKER"):
-            if required not in found:
+            if required not in found and not (required == "TICKER" and "ticker" in found):
                 raise LayoutError(
                     f"layout {template!r} must contain {{{required}}} so that keys are unique",
                     layout=template,
                 )
-        if "MM" in found and "YYYY" not in found:
+        if "MM" in found and "YYYY" not in found and "YYYYMMDD" not in found:
             raise LayoutError(f"layout {template!r} has {{MM}} without {{YYYY}}", layout=template)
+        if "DD" in found and "MM" not in found and "YYYYMMDD" not in found:
+            raise LayoutError(f"layout {template!r} has {{DD}} without {{MM}}", layout=template)
         if template.startswith("/") or template.endswith("/") or "//" in template:
             raise LayoutError(
                 f"layout {template!r} must not start or end with '/' or contain '//'",
@@ -72,18 +93,93 @@ class Layout:
             )
         if ".." in template.split("/"):
             raise LayoutError(f"layout {template!r} must not contain '..'", layout=template)
-        if found.index("TICKER") > min(
-            (found.index(p) for p in ("YYYY", "MM") if p in found), default=len(found)
+        tpos = min(found.index(t) for t in ("TICKER", "ticker") if t in found)
+        if ticker_first and tpos > min(
+            (found.index(p) for p in _DATE_PARTS if p in found), default=len(found)
         ):
             raise LayoutError(
                 f"layout {template!r} must put {{TICKER}} before the date parts (ticker-first)",
                 layout=template,
             )
-        grain: Grain = "month" if "MM" in found else "year" if "YYYY" in found else "all"
+        grain: Grain = (
+            "day"
+            if "DD" in found or "YYYYMMDD" in found
+            else "month"
+            if "MM" in found
+            else "year"
+            if "YYYY" in found
+            else "all"
+        )
         return cls(template=template, grain=grain)
 
+    def match(self, key: str) -> tuple[str, int | None, str, str] | None:
+        """Parse ``key`` back into ``(dataset, version, ticker, period)``, or None when ``key``
+        does not fit the template (placeholders that repeat must agree; dates must be real).
+        The ticker is returned as spelled in the key (normalise it before use)."""
+        values: dict[str, str] = {}
+        pattern = ""
+        pos = 0
+        for m in _PLACEHOLDER.finditer(self.template):
+            pattern += re.escape(self.template[pos : m.start()])
+            name = m.group(1)
+            group = f"p{len(values)}_{name}"
+            values[group] = name
+            pattern += f"(?P<{group}>{_PATTERNS[name]})"
+            pos = m.end()
+        pattern += re.escape(self.template[pos:])
+        hit = re.fullmatch(pattern, key)
+        if hit is None:
+            return None
+        got: dict[str, str] = {}
+        for group, name in values.items():
+            value = hit.group(group)
+            if name == "YYYYMMDD":
+                for part, text in (("YYYY", value[:4]), ("MM", value[4:6]), ("DD", value[6:])):
+                    if got.setdefault(part, text) != text:
+                        return None
+                continue
+            canonical = "TICKER" if name == "ticker" else name
+            prev = got.setdefault(canonical, value)
+            if prev != value and not (canonical == "TICKER" and prev.upper() == value.upper()):
+                return None
+        try:
+            if self.grain == "day":
+                period = dt.date(int(got["YYYY"]), int(got["MM"]), int(got["DD"])).isoformat()
+            elif self.grain == "month":
+                period = f"{dt.date(int(got['YYYY']), int(got['MM']), 1):%Y-%m}"
+            elif self.grain == "year":
+                period = got["YYYY"]
+            else:
+                period = ALL_PERIOD
+        except ValueError:
+            return None
+        version = int(got["version"]) if "version" in got else None
+        return got["dataset"], version, got["TICKER"], period
+
+    def list_prefix(self, dataset: str, version: int, ticker: str | None = None) -> str:
+        """The longest folder prefix shared by every key of ``dataset`` (and ``ticker``, when
+        given): what to LIST to find those keys (then filter with :meth:`match`). Maintenance
+        only; reads never LIST."""
+        known = {"dataset": dataset, "version": str(version)}
+        if ticker is not None:
+            known.update(TICKER=ticker, ticker=ticker)
+        text = ""
+        pos = 0
+        for m in _PLACEHOLDER.finditer(self.template):
+            text += self.template[pos : m.start()]
+            if m.group(1) not in known:
+                break
+            text += known[m.group(1)]
+            pos = m.end()
+        else:
+            text += self.template[pos:]
+        return text.rsplit("/", 1)[0] if "/" in text else ""
+
     def period_of(self, day: dt.date) -> str:
-        """Partition label for a date: ``'2024-01'`` (month), ``'2024'`` (year) or ``'all'``."""
+        """Partition label for a date: ``'2024-01-31'`` (day), ``'2024-01'`` (month), ``'2024'``
+        (year) or ``'all'``."""
+        if self.grain == "day":
+            return day.isoformat()
         if self.grain == "month":
             return f"{day.year:04d}-{day.month:02d}"
         if self.grain == "year":
@@ -92,13 +188,16 @@ class Layout:
 
     def key(self, dataset: str, version: int, ticker: str, period: str) -> str:
         """Object key for a partition. ``ticker`` must already be normalised and validated."""
-        year, month = _split_period(period, self.grain)
+        year, month, day = _split_period(period, self.grain)
         return (
             self.template.replace("{dataset}", dataset)
             .replace("{version}", str(version))
             .replace("{TICKER}", ticker)
+            .replace("{ticker}", ticker)
+            .replace("{YYYYMMDD}", f"{year}{month}{day}")
             .replace("{YYYY}", year)
             .replace("{MM}", month)
+            .replace("{DD}", day)
         )
 
     def periods_between(self, start: dt.date, end: dt.date) -> list[str]:
@@ -109,6 +208,9 @@ class Layout:
             return [ALL_PERIOD]
         if self.grain == "year":
             return [f"{y:04d}" for y in range(start.year, end.year + 1)]
+        if self.grain == "day":
+            n = (end - start).days + 1
+            return [(start + dt.timedelta(days=i)).isoformat() for i in range(n)]
         out = []
         y, m = start.year, start.month
         while (y, m) <= (end.year, end.month):
@@ -124,14 +226,19 @@ def period_bounds(period: str) -> tuple[dt.date, dt.date] | None:
     if len(period) == 4:
         y = int(period)
         return dt.date(y, 1, 1), dt.date(y, 12, 31)
+    if len(period) == 10:
+        day = dt.date.fromisoformat(period)
+        return day, day
     y, m = int(period[:4]), int(period[5:7])
     nxt = dt.date(y + 1, 1, 1) if m == 12 else dt.date(y, m + 1, 1)
     return dt.date(y, m, 1), nxt - dt.timedelta(days=1)
 
 
-def _split_period(period: str, grain: Grain) -> tuple[str, str]:
+def _split_period(period: str, grain: Grain) -> tuple[str, str, str]:
     if grain == "all":
-        return "", ""
+        return "", "", ""
     if grain == "year":
-        return period[:4], ""
-    return period[:4], period[5:7]
+        return period[:4], "", ""
+    if grain == "day":
+        return period[:4], period[5:7], period[8:10]
+    return period[:4], period[5:7], ""

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from marketlake.errors import CorruptObjectError
+from marketlake.errors import CorruptObjectError, FormatVersionError
 
 META_VERSION = 1
 META_PREFIX = "_meta/v1"
@@ -134,8 +134,12 @@ class TickerMeta:
         """Decode; raises :class:`CorruptObjectError` naming the key on any problem."""
         try:
             obj = json.loads(data)
-            if int(obj.get("meta_version", 0)) > META_VERSION:
-                raise ValueError(f"meta_version {obj['meta_version']} is newer than supported")
+            if int(obj.get("meta_version", 0)) > META_VERSION:  # never "repaired" by an old writer
+                raise FormatVersionError(
+                    f"metadata object {key} has meta_version {obj['meta_version']}, newer than "
+                    f"this marketlake understands ({META_VERSION}): upgrade marketlake",
+                    key=key,
+                )
             parts = {
                 period: PartitionMeta.from_json(period, p)
                 for period, p in dict(obj["partitions"]).items()
@@ -148,7 +152,8 @@ class TickerMeta:
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CorruptObjectError(
-                f"metadata object {key} is corrupt ({exc}); run "
-                "'marketlake repair-meta' or re-run the ingest for that ticker to rewrite it",
+                f"metadata object {key} is corrupt ({exc}); the data objects are intact: "
+                "'marketlake repair-meta TICKER --dataset NAME' (or any new write for that "
+                "ticker) rebuilds it from them",
                 key=key,
             ) from exc
