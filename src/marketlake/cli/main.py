@@ -60,6 +60,9 @@ def _run(fn: Callable[[], T]) -> T:
     except MarketlakeError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+    except typer.BadParameter as exc:  # raised inside a command (e.g. a bad date): one line
+        err.print(f"[red]error:[/red] {exc.format_message()}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     except KeyboardInterrupt:
         err.print("interrupted; a rerun (or 'marketlake ingest --resume RUN_ID') finishes the work")
         raise typer.Exit(130) from None
@@ -164,7 +167,14 @@ def ingest(
     datasets: Annotated[
         str, typer.Option(help="Comma-separated datasets.")
     ] = "prices,signals_valuation,signals_technical",
-    workers: Annotated[int, typer.Option(help="Worker threads.")] = 16,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Items in flight (worker threads). Default: 16 for a local lake, 48 for an "
+            "S3/R2 lake (each item waits on network round trips).",
+            min=1,
+        ),
+    ] = None,
     resume: Annotated[
         str | None, typer.Option(help="Re-run only the unfinished items of RUN_ID.")
     ] = None,
@@ -421,6 +431,27 @@ def sources() -> None:
     out.print(t)
 
 
+@app.command()
+def doctor(lake: LakeOpt = DEFAULT_LAKE) -> None:
+    """Check the lake's storage: settings, endpoint, credentials, bucket, read, write,
+    conditional writes and the lake marker. One line per check; exit 1 if any fails."""
+    from rich.markup import escape
+
+    from marketlake.doctor import run_checks
+
+    checks = run_checks(lake)
+    colours = {"ok": "green", "FAIL": "red", "skip": "yellow"}
+    for c in checks:
+        tag = colours[c.status]
+        out.print(
+            f"[{tag}]{c.status:<4}[/{tag}] {c.name}: {escape(c.detail)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
 @catalog_app.command("rebuild")
 def catalog_rebuild(lake: LakeOpt = DEFAULT_LAKE) -> None:
     """Rebuild the catalog's partitions and assets from the _meta objects in the store."""
@@ -466,6 +497,254 @@ def catalog_show(lake: LakeOpt = DEFAULT_LAKE) -> None:
                     str(a[5]),
                 )
             out.print(t)
+
+    _run(go)
+
+
+# --- backups ------------------------------------------------------------------------------------
+
+backup_app = typer.Typer(
+    help="Back up the lake to another store (incremental, content-addressed snapshots).",
+    invoke_without_command=True,
+)
+app.add_typer(backup_app, name="backup")
+
+ToOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--to",
+        help="Backup target URL: a local path, file:///path or s3://bucket/prefix (r2:// too).",
+    ),
+]
+
+
+@backup_app.callback()
+def backup_cmd(
+    ctx: typer.Context,
+    lake: LakeOpt = DEFAULT_LAKE,
+    to: ToOpt = None,
+    full: Annotated[
+        bool, typer.Option(help="Re-read and re-upload every object (repairs corruption).")
+    ] = False,
+    keep: Annotated[
+        int | None, typer.Option(help="Keep only the newest N snapshots (prune the rest).")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Concurrent object copies.")] = 16,
+    break_lock: Annotated[
+        bool, typer.Option(help="Remove a lock left by a backup that died.")
+    ] = False,
+) -> None:
+    """Copy the lake's objects that changed since the last backup to --to, then write a
+    snapshot manifest. Subcommands: verify, list, prune."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if to is None:
+        raise typer.BadParameter("give the backup target: --to URL", param_hint="--to")
+
+    def go() -> None:
+        from marketlake.backup import backup
+
+        s = backup(
+            lake,
+            to,
+            full=full,
+            keep=keep,
+            workers=workers,
+            break_lock=break_lock,
+            progress=_progress(),
+        )
+        t = Table(title=f"backup {s.snapshot} -> {s.target}")
+        for col in ("objects", "copied", "skipped", "MB copied", "MB total", "removed", "pruned"):
+            t.add_column(col, justify="right")
+        t.add_row(
+            str(s.objects),
+            str(s.copied),
+            str(s.skipped),
+            f"{s.bytes_copied / 1e6:.2f}",
+            f"{s.bytes_total / 1e6:.2f}",
+            str(s.removed),
+            f"{s.pruned_snapshots} snapshots, {s.pruned_objects} objects",
+        )
+        out.print(t)
+
+    _run(go)
+
+
+@backup_app.command("verify")
+def backup_verify(
+    to: ToOpt = None,
+    lake: Annotated[
+        str | None,
+        typer.Option("--lake", "-l", help="Also list what changed in this lake since the backup."),
+    ] = None,
+    snapshot: Annotated[
+        str | None, typer.Option(help="A dated snapshot (see 'backup list'); default latest.")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Concurrent reads.")] = 16,
+) -> None:
+    """Read every object of a snapshot and check its size and sha256; exit 1 if any is missing
+    or corrupt."""
+    if to is None:
+        raise typer.BadParameter("give the backup target: --to URL", param_hint="--to")
+
+    def go() -> None:
+        from marketlake.backup import iter_problems, verify_backup
+
+        r = verify_backup(to, lake=lake, snapshot=snapshot, workers=workers, progress=_progress())
+        for line in iter_problems(r):
+            err.print(line, highlight=False)
+        if lake is not None:
+            out.print(
+                f"since the snapshot: {len(r.changed_since)} changed, {len(r.new_since)} new, "
+                f"{len(r.deleted_since)} deleted object(s) in {lake}"
+            )
+            for key in (r.changed_since + r.new_since + r.deleted_since)[:20]:
+                out.print(f"  {key}", highlight=False)
+        if not r.ok:
+            err.print(
+                f"[red]error:[/red] backup {r.target} snapshot {r.snapshot}: "
+                f"{len(r.missing)} missing, {len(r.corrupt)} corrupt of {r.objects} objects; "
+                "run 'marketlake backup --full' to re-copy them",
+                highlight=False,
+            )
+            raise typer.Exit(1)
+        out.print(
+            f"backup {r.target} snapshot {r.snapshot}: {r.objects} objects OK "
+            f"({r.bytes_checked / 1e6:.2f} MB read and hashed)"
+        )
+
+    _run(go)
+
+
+@backup_app.command("list")
+def backup_list(to: ToOpt = None) -> None:
+    """List the snapshots at a backup target, oldest first."""
+    if to is None:
+        raise typer.BadParameter("give the backup target: --to URL", param_hint="--to")
+
+    def go() -> None:
+        from marketlake.backup import list_snapshots
+
+        for name in list_snapshots(to):
+            out.print(name)
+
+    _run(go)
+
+
+@backup_app.command("prune")
+def backup_prune(
+    to: ToOpt = None,
+    keep: Annotated[int, typer.Option(help="Snapshots to keep (newest).")] = 30,
+    break_lock: Annotated[
+        bool, typer.Option(help="Remove a lock left by a backup that died.")
+    ] = False,
+) -> None:
+    """Delete old snapshots and the objects no kept snapshot uses."""
+    if to is None:
+        raise typer.BadParameter("give the backup target: --to URL", param_hint="--to")
+
+    def go() -> None:
+        from marketlake.backup import prune_backup
+
+        snaps, objs = prune_backup(to, keep, break_lock=break_lock)
+        out.print(f"pruned {snaps} snapshot(s) and {objs} object(s) from {to}")
+
+    _run(go)
+
+
+@app.command()
+def restore(
+    from_: Annotated[str, typer.Option("--from", help="Backup target URL to restore from.")],
+    lake: LakeOpt = DEFAULT_LAKE,
+    snapshot: Annotated[
+        str | None, typer.Option(help="A dated snapshot (see 'backup list'); default latest.")
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(help="Restore over a non-empty lake (objects not in the backup are deleted)."),
+    ] = False,
+    workers: Annotated[int, typer.Option(help="Concurrent object copies.")] = 16,
+) -> None:
+    """Restore a backup into an empty lake (sha256 of every object checked), then rebuild the
+    catalog from _meta."""
+
+    def go() -> None:
+        from marketlake.backup import restore as do_restore
+
+        s = do_restore(
+            from_, lake, snapshot=snapshot, force=force, workers=workers, progress=_progress()
+        )
+        out.print(
+            f"restored snapshot {s.snapshot} into {s.destination}: {s.objects} objects, "
+            f"{s.bytes / 1e6:.2f} MB, {s.deleted} stale object(s) deleted, catalog rebuilt with "
+            f"{s.partitions} partitions"
+        )
+
+    _run(go)
+
+
+# --- maintenance: relayout, repair-meta ---------------------------------------------------------
+
+
+@app.command()
+def relayout(
+    dataset: Annotated[str, typer.Argument(help="Dataset to move, e.g. prices.")],
+    lake: LakeOpt = DEFAULT_LAKE,
+    from_: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Template of a legacy tree to move into the lake, e.g. "
+            "'{dataset}/{YYYY}/{MM}/{DD}/{ticker}_{YYYYMMDD}.parquet'.",
+        ),
+    ] = None,
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="New lake layout template (default: the lake's current one)."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the plan; change nothing.")] = False,
+) -> None:
+    """Move a dataset between key layouts: copy into the target layout, verify rows and
+    checksums, then delete the sources. Resumable: re-run after an interruption."""
+
+    def go() -> None:
+        import marketlake
+        from marketlake.relayout import relayout as do_relayout
+
+        with marketlake.open(lake) as lk:
+            r = do_relayout(
+                lk, dataset, source=from_, target=to, dry_run=dry_run, progress=_progress()
+            )
+        for line in r.plan.describe():
+            out.print(line, highlight=False)
+        if dry_run:
+            out.print("dry run: nothing changed")
+            return
+        out.print(
+            f"moved {r.rows_moved} rows of {r.tickers_done} ticker(s); deleted "
+            f"{r.objects_deleted} verified source object(s)"
+        )
+
+    _run(go)
+
+
+@app.command("repair-meta")
+def repair_meta(
+    ticker: Annotated[str, typer.Argument(help="Ticker whose _meta to rebuild.")],
+    lake: LakeOpt = DEFAULT_LAKE,
+    dataset: Annotated[str, typer.Option(help="Dataset name.")] = "prices",
+) -> None:
+    """Rebuild one ticker's _meta object from its data objects (after it was corrupted)."""
+
+    def go() -> None:
+        import marketlake
+
+        with marketlake.open(lake) as lk:
+            meta = lk.repair_meta(ticker, dataset)
+        out.print(
+            f"rebuilt _meta for {dataset}/{meta.ticker}: {len(meta.partitions)} partitions, "
+            f"{meta.row_count} rows"
+        )
 
     _run(go)
 

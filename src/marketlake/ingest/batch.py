@@ -41,7 +41,8 @@ from marketlake.storage.meta import TickerMeta
 
 log = logging.getLogger("marketlake.ingest.items")
 
-DEFAULT_WORKERS = 16
+DEFAULT_WORKERS = 16  # local and memory stores
+REMOTE_WORKERS = 48  # S3/R2: each item waits on ~3 round trips, so more items are kept in flight
 FLUSH_EVERY = 1000
 FLUSH_SECONDS = 1.0
 
@@ -89,7 +90,7 @@ def run_batch(
     end: dt.date,
     *,
     kind: str = "daily",
-    workers: int = DEFAULT_WORKERS,
+    workers: int | None = None,
     progress: Progress | None = None,
     run_id: str | None = None,
     fetch_retries: int = 3,
@@ -112,6 +113,8 @@ def run_batch(
         ``"daily"`` or ``"backfill"`` (recorded with the run).
     workers:
         Size of the worker pool (threads; split across processes when there are several).
+        Default (None): ``DEFAULT_WORKERS`` (16) for local and memory lakes, ``REMOTE_WORKERS``
+        (48) for S3/R2 lakes, where every item waits on network round trips.
     processes:
         Worker processes. Default: one per core when the batch has at least
         ``MIN_ITEMS_PER_PROCESS`` items per process and the store is not ``memory://``, else 1
@@ -158,7 +161,7 @@ def resume_batch(
     run_id: str,
     *,
     source: Source | None = None,
-    workers: int = DEFAULT_WORKERS,
+    workers: int | None = None,
     progress: Progress | None = None,
     fetch_retries: int = 3,
     processes: int | None = None,
@@ -188,12 +191,14 @@ def _execute(
     items: list[tuple[str, str]],
     start: dt.date,
     end: dt.date,
-    workers: int,
+    workers: int | None,
     progress: Progress | None,
     fetch_retries: int,
     processes: int | None = None,
 ) -> RunSummary:
     t0 = time.perf_counter()
+    if workers is None:
+        workers = DEFAULT_WORKERS if _in_process_io(lake.writer.store) else REMOTE_WORKERS
     reporter = progress or NullProgress()
     by_ticker: dict[str, list[str]] = {}
     for ticker, dataset in items:
@@ -237,8 +242,11 @@ def _execute(
             if len(pending_items) >= FLUSH_EVERY or time.monotonic() - last_flush > FLUSH_SECONDS:
                 flush()
     finally:
-        flush()
-        reporter.finish()
+        try:
+            flush()
+        finally:
+            reporter.finish()
+            target.writer.close()
     status = "failed" if summary.items_failed else "completed"
     lake.catalog.finish_run(run_id, status)
     summary.status = status
