@@ -589,9 +589,10 @@ def batch_mode(args: argparse.Namespace, n_items: int, lake_dir: Path) -> str:
         nproc = int(batch_module._choose_processes(lake, source, n_items, args.processes))
     except Exception:
         return f"workers={args.workers}, processes={args.processes or 'auto'}"
+    threads = batch_module._threads_per_process(True, source, args.workers, nproc)
     if nproc > 1:
-        return f"{nproc} worker processes x {max(2, args.workers // nproc)} threads"
-    return f"1 process x {args.workers} threads"
+        return f"{nproc} worker processes x {threads} threads"
+    return f"1 process x {threads} threads"
 
 
 def bench_batch(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
