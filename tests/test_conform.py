@@ -126,8 +126,28 @@ def test_rejects_unknown_container() -> None:
 
 def test_string_dates_and_fundamentals_ints() -> None:
     t = pa.table(
-        {"period_end": ["2024-03-31"], "fiscal_year": np.array([2024], np.int64), "revenue": [1e9]}
+        {
+            "period_end": ["2024-03-31"],
+            "filed": ["2024-05-02"],
+            "fiscal_year": np.array([2024], np.int64),
+            "revenue": [1e9],
+        }
     )
     out = conform(t, FUNDAMENTALS, "AAPL")
     assert out.column("period_end").to_pylist() == [dt.date(2024, 3, 31)]
     assert out.schema.field("fiscal_year").type == pa.int32()
+
+
+def test_minute_bars_timestamps_become_utc_and_naive_ones_are_refused() -> None:
+    from marketlake.schemas.datasets import get_dataset
+
+    ds = get_dataset("bars_minute")
+    ts = pd.date_range("2024-03-01 09:30", periods=3, freq="min", tz="America/New_York")
+    frame = pd.DataFrame(
+        {"ts": ts, "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": [1, 2, 3]}
+    )
+    out = conform(frame, ds, "AAPL")
+    assert out.schema.field("ts").type == pa.timestamp("us", tz="UTC")
+    assert out.column("ts")[0].as_py() == dt.datetime(2024, 3, 1, 14, 30, tzinfo=dt.UTC)
+    with pytest.raises(SchemaError, match="naive"):
+        conform(frame.assign(ts=ts.tz_localize(None)), ds, "AAPL")

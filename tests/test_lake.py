@@ -114,6 +114,7 @@ def test_catalog_records_partitions_and_rebuild_matches(local_lake: Lake) -> Non
         pa.table(
             {
                 "period_end": pa.array([D(2023, 12, 31), D(2024, 3, 31)], pa.date32()),
+                "filed": pa.array([D(2024, 2, 2), D(2024, 5, 3)], pa.date32()),
                 "revenue": [1e9, 1.1e9],
             }
         ),
@@ -239,3 +240,17 @@ def test_read_batch_of_many_multi_month_tickers_does_not_starve_the_pool(tmp_pat
             lk.write(f"T{i}", "prices", table)
         res = lk.read_batch([f"T{i}" for i in range(6)], "prices", "2024-01-01", "2024-06-30")
         assert not res.errors and len(res.data) == 6 * table.num_rows
+
+
+def test_minute_bars_round_trip_with_utc_date_ranges() -> None:
+    lake = marketlake.open("memory://")
+    ts = pd.date_range("2024-03-28 09:30", periods=5, freq="D", tz="America/New_York")
+    bars = pd.DataFrame(
+        {"ts": ts, "open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5, "volume": [1, 2, 3, 4, 5]}
+    )
+    res = lake.write("AAPL", "bars_minute", bars)
+    assert sorted(res.meta.partitions) == ["2024-03", "2024-04"]
+    got = lake.read("AAPL", "bars_minute", "2024-03-29", "2024-04-01", output="arrow")
+    assert got.column("volume").to_pylist() == [2, 3, 4, 5]  # UTC dates, both ends inclusive
+    assert str(got.schema.field("ts").type) == "timestamp[us, tz=UTC]"
+    assert lake.read("AAPL", "bars_minute", output="arrow").num_rows == 5

@@ -36,6 +36,22 @@ DateLike = dt.date | str | None
 CATALOG_FILE = "_catalog.sqlite"
 
 
+def _date_mask(tcol: pa.ChunkedArray, lo: dt.date, hi: dt.date) -> pa.ChunkedArray:
+    """Rows whose date is in ``[lo, hi]``; for timestamp columns (minute bars) the UTC date."""
+    if pa.types.is_timestamp(tcol.type):
+        tz = dt.UTC if tcol.type.tz else None
+        start = dt.datetime.combine(lo, dt.time(), tz)
+        stop = dt.datetime.combine(hi + dt.timedelta(days=1), dt.time(), tz)
+        return pc.and_(
+            pc.greater_equal(tcol, pa.scalar(start, tcol.type)),
+            pc.less(tcol, pa.scalar(stop, tcol.type)),
+        )
+    return pc.and_(
+        pc.greater_equal(tcol, pa.scalar(lo, tcol.type)),
+        pc.less_equal(tcol, pa.scalar(hi, tcol.type)),
+    )
+
+
 def _as_date(value: DateLike, name: str) -> dt.date | None:
     if value is None:
         return None
@@ -309,12 +325,7 @@ class Lake:
         if not tables:
             return ds.schema.empty_table().select(cols)
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        tcol = table.column(ds.time_column)
-        mask = pc.and_(
-            pc.greater_equal(tcol, pa.scalar(lo, tcol.type)),
-            pc.less_equal(tcol, pa.scalar(hi, tcol.type)),
-        )
-        return table.filter(mask)
+        return table.filter(_date_mask(table.column(ds.time_column), lo, hi))
 
     def _fetch_tables(
         self, keys: list[str], columns: list[str], *, parallel: bool = True

@@ -152,6 +152,23 @@ def _cast(
                     f"({exc})",
                     **ctx,
                 ) from exc
+    elif pa.types.is_timestamp(tt):
+        if pa.types.is_timestamp(src):
+            if src.tz is None:
+                raise SchemaError(
+                    f"{where}: column {target.name!r} holds time-zone-naive timestamps; bar times "
+                    "are instants: localize them first (e.g. .dt.tz_localize('America/New_York') "
+                    "in pandas, or 'UTC' if they already are UTC)",
+                    **ctx,
+                )
+            try:
+                return column.cast(tt)  # same instant in UTC; refuses to drop sub-unit precision
+            except pa.ArrowInvalid as exc:
+                raise SchemaError(
+                    f"{where}: column {target.name!r} cannot be stored as {tt} without loss "
+                    f"({exc})",
+                    **ctx,
+                ) from exc
     elif pa.types.is_floating(tt):
         if pa.types.is_floating(src) or pa.types.is_integer(src) or pa.types.is_decimal(src):
             return column.cast(tt)

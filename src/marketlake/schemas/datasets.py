@@ -158,8 +158,12 @@ FUNDAMENTALS = Dataset(
     schema=pa.schema(
         [
             pa.field("period_end", pa.date32(), nullable=False),
+            pa.field("filed", pa.date32(), nullable=False),
             pa.field("fiscal_year", pa.int32()),
             pa.field("fiscal_quarter", pa.int32()),
+            pa.field("fiscal_period", pa.string()),
+            pa.field("form", pa.string()),
+            pa.field("accession", pa.string()),
             _f64("revenue"),
             _f64("gross_profit"),
             _f64("operating_income"),
@@ -174,17 +178,82 @@ FUNDAMENTALS = Dataset(
             _f64("free_cash_flow"),
         ]
     ),
-    key=("period_end",),
+    key=("period_end", "filed"),
     time_column="period_end",
     layout=SINGLE_FILE_LAYOUT,
-    description="Quarterly fundamentals keyed by fiscal period end (USD; shares in units).",
+    description=(
+        "Quarterly fundamentals, point in time: one row per fiscal quarter per filing that "
+        "reported it (restatements are new rows), USD; shares in units."
+    ),
     non_negative=("total_assets", "shares_diluted", "cash_and_equivalents"),
     columns_doc={
         "period_end": "last day of the fiscal quarter",
+        "filed": "date the filing that reported these values was filed (knowledge date)",
         "fiscal_quarter": "1-4",
+        "fiscal_period": "fiscal period label: Q1..Q4 (a derived Q4 = FY - Q1..Q3)",
+        "form": "filing form, e.g. 10-Q, 10-K, 10-K/A, 20-F",
+        "accession": "SEC accession number of the filing, e.g. 0000320193-24-000123",
         "revenue": "quarterly revenue, USD",
         "capex": "capital expenditure for the quarter, USD, reported as a positive outflow",
         "free_cash_flow": "operating_cash_flow - capex, USD",
+    },
+)
+
+CORPORATE_ACTIONS = Dataset(
+    name="corporate_actions",
+    schema=pa.schema(
+        [
+            pa.field("ex_date", pa.date32(), nullable=False),
+            pa.field("action", pa.string(), nullable=False),
+            _f64("value", False),
+            _f64("split_numerator"),
+            _f64("split_denominator"),
+            pa.field("currency", pa.string()),
+        ]
+    ),
+    key=("ex_date", "action"),
+    time_column="ex_date",
+    layout=SINGLE_FILE_LAYOUT,
+    description="Splits, cash dividends and capital gains by ex date, as the vendor reports them.",
+    non_negative=("value",),
+    columns_doc={
+        "ex_date": "ex date: the first session the price trades without the action",
+        "action": "'split', 'dividend' or 'capital_gain'",
+        "value": (
+            "dividend / capital gain: cash per share in `currency`; split: new shares per old "
+            "share (4.0 for a 4-for-1 split, 0.1 for a 1-for-10 reverse split)"
+        ),
+        "split_numerator": "split: new shares (4 in 4:1); null otherwise",
+        "split_denominator": "split: old shares (1 in 4:1); null otherwise",
+        "currency": "currency of a cash amount (ISO 4217); null for splits or when not given",
+    },
+)
+
+BARS_MINUTE = Dataset(
+    name="bars_minute",
+    schema=pa.schema(
+        [
+            pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
+            _f64("open", False),
+            _f64("high", False),
+            _f64("low", False),
+            _f64("close", False),
+            pa.field("volume", pa.int64(), nullable=False),
+            _f64("vwap"),
+            pa.field("trade_count", pa.int64()),
+        ]
+    ),
+    key=("ts",),
+    time_column="ts",
+    layout=MONTHLY_LAYOUT,
+    description="One-minute bars, raw (unadjusted), keyed by the bar's start time in UTC.",
+    non_negative=("open", "high", "low", "close", "volume", "vwap", "trade_count"),
+    columns_doc={
+        "ts": "bar start, UTC (microseconds); the exchange time zone is in reference data",
+        "open": "raw (unadjusted) first trade price in the minute",
+        "volume": "raw shares traded in the minute",
+        "vwap": "volume-weighted average price, when the vendor gives it",
+        "trade_count": "number of trades, when the vendor gives it",
     },
 )
 
@@ -199,7 +268,14 @@ def register_dataset(dataset: Dataset) -> Dataset:
     return dataset
 
 
-for _ds in (PRICES, SIGNALS_VALUATION, SIGNALS_TECHNICAL, FUNDAMENTALS):
+for _ds in (
+    PRICES,
+    SIGNALS_VALUATION,
+    SIGNALS_TECHNICAL,
+    FUNDAMENTALS,
+    CORPORATE_ACTIONS,
+    BARS_MINUTE,
+):
     register_dataset(_ds)
 
 DAILY_DATASETS: tuple[str, ...] = ("prices", "signals_valuation", "signals_technical")

@@ -770,13 +770,21 @@ class _History:
         """All quarters' fundamentals in schema column order (period_end first)."""
         if self._fundamentals is None:
             q = self.quarterly()
-            out: RawColumns = {"period_end": _grid().q_end}
+            q_end = _grid().q_end
+            # filed 35 days after the quarter end (45 for Q4, reported in the 10-K)
+            fiscal_q = q["fiscal_quarter"]
+            lag = np.where(fiscal_q == 4, 45, 35).astype("timedelta64[D]")
+            out: RawColumns = {"period_end": q_end, "filed": q_end + lag}
             for name in _FUNDAMENTAL_COLUMNS:
                 col = q[name]
                 if name in ("fiscal_year", "fiscal_quarter"):
                     col = col.astype(np.int32)
                 col.setflags(write=False)
                 out[name] = col
+                if name == "fiscal_quarter":
+                    out["fiscal_period"] = np.array([f"Q{int(v)}" for v in col], dtype=object)
+                    out["form"] = np.where(col == 4, "10-K", "10-Q").astype(object)
+                    out["accession"] = np.full(len(col), None, dtype=object)
             self._fundamentals = out
         return self._fundamentals
 
