@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -140,3 +141,23 @@ def test_worker_processes_give_the_same_lake_as_threads(tmp_path) -> None:  # ty
                 }
             )
     assert blobs[0] == blobs[1] and len(blobs[0]) == 24
+
+
+def test_process_choice_keeps_network_sources_and_memory_lakes_in_one_process(
+    tmp_path: Path,
+) -> None:
+    from types import SimpleNamespace
+
+    from marketlake.ingest.batch import _choose_processes
+    from marketlake.sources.synthetic import SyntheticSource
+
+    class NetSource(SyntheticSource):
+        network = True
+
+    def target(url: str) -> Any:
+        return SimpleNamespace(writer=SimpleNamespace(store=SimpleNamespace(url=url)))
+
+    big = 10**6
+    assert _choose_processes(target(str(tmp_path)), SyntheticSource(), big, None) >= 1
+    assert _choose_processes(target(str(tmp_path)), NetSource(), big, None) == 1  # rate limits
+    assert _choose_processes(target("memory://"), SyntheticSource(), big, 4) == 1

@@ -266,6 +266,8 @@ def _choose_processes(
         return 1  # an in-process store cannot be shared with other processes
     if type(source).__module__ == "__main__":
         return 1  # a spawned process cannot import a source class defined in a script/notebook
+    if getattr(source, "network", False):
+        return 1  # network sources wait on rate limits held per client: one process keeps them
     if processes is not None:
         return max(1, processes)
     cores = os.cpu_count() or 1
