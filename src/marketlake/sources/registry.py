@@ -30,6 +30,22 @@ _SOURCES: dict[str, SourceInfo] = {
         description="Deterministic seeded random walks on the NYSE calendar (demo, tests, "
         "benchmarks); no network, no credentials.",
     ),
+    "sec": SourceInfo(
+        name="sec",
+        target="marketlake.sources.sec:SecEdgarSource",
+        datasets=("fundamentals", "filings"),
+        settings=("SEC_USER_AGENT",),
+        description="SEC EDGAR: point-in-time quarterly fundamentals (XBRL companyfacts, "
+        "restatements as new rows) and the filing index; SEC_USER_AGENT='Name you@example.com'.",
+    ),
+    "yahoo": SourceInfo(
+        name="yahoo",
+        target="marketlake.sources.yahoo:YahooChartSource",
+        datasets=("prices", "corporate_actions", "bars_minute"),
+        settings=(),
+        description="Yahoo Finance chart API v8: raw daily OHLCV (splits undone) with Yahoo's "
+        "adjusted close, splits/dividends/capital gains, 1-minute bars (last 30 days); no key.",
+    ),
 }
 
 
