@@ -189,8 +189,11 @@ FUNDAMENTALS = Dataset(
     columns_doc={
         "period_end": "last day of the fiscal quarter",
         "filed": "date the filing that reported these values was filed (knowledge date)",
-        "fiscal_quarter": "1-4",
-        "fiscal_period": "fiscal period label: Q1..Q4 (a derived Q4 = FY - Q1..Q3)",
+        "fiscal_quarter": "1-4 (null on an FY row)",
+        "fiscal_period": (
+            "fiscal period label: Q1..Q4 (a derived Q4 = FY - Q1..Q3); FY for a fiscal year "
+            "reported only annually (e.g. a 20-F filer): its flows then cover the whole year"
+        ),
         "form": "filing form, e.g. 10-Q, 10-K, 10-K/A, 20-F",
         "accession": "SEC accession number of the filing, e.g. 0000320193-24-000123",
         "revenue": "quarterly revenue, USD",
@@ -257,6 +260,32 @@ BARS_MINUTE = Dataset(
     },
 )
 
+FILINGS = Dataset(
+    name="filings",
+    schema=pa.schema(
+        [
+            pa.field("filed", pa.date32(), nullable=False),
+            pa.field("accession", pa.string(), nullable=False),
+            pa.field("form", pa.string()),
+            pa.field("report_date", pa.date32()),
+            pa.field("primary_document", pa.string()),
+            pa.field("is_xbrl", pa.bool_()),
+        ]
+    ),
+    key=("filed", "accession"),
+    time_column="filed",
+    layout=SINGLE_FILE_LAYOUT,
+    description="SEC EDGAR filing index per company: every filing by filing date (submissions).",
+    columns_doc={
+        "filed": "date the filing was filed with the SEC",
+        "accession": "SEC accession number, e.g. 0000320193-24-000123",
+        "form": "filing form, e.g. 10-K, 10-Q, 8-K, 4, 20-F",
+        "report_date": "end of the period the filing reports on (null when it has none)",
+        "primary_document": "file name of the filing's primary document",
+        "is_xbrl": "true when the filing carries XBRL financial data",
+    },
+)
+
 _REGISTRY: dict[str, Dataset] = {}
 
 
@@ -275,6 +304,7 @@ for _ds in (
     FUNDAMENTALS,
     CORPORATE_ACTIONS,
     BARS_MINUTE,
+    FILINGS,
 ):
     register_dataset(_ds)
 
