@@ -33,11 +33,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from marketlake.catalog import utc_now_iso
-from marketlake.errors import ConflictError, CorruptObjectError
+from marketlake.errors import ConflictError, CorruptObjectError, DataValidationError
 from marketlake.ingest.merge import merge_rows
 from marketlake.schemas.conform import conform
 from marketlake.schemas.datasets import Dataset
-from marketlake.storage.layout import Layout
+from marketlake.storage.layout import SUB_VALUE, Layout
 from marketlake.storage.meta import PartitionMeta, TickerMeta, meta_key
 from marketlake.storage.parquet import decode_table, encode_table, sha256_hex
 from marketlake.storage.store import GetResult, ObjectStore
@@ -67,7 +67,27 @@ class WriteResult:
 
 
 def split_by_period(table: pa.Table, time_column: str, layout: Layout) -> dict[str, pa.Table]:
-    """Group rows by partition period label (pure)."""
+    """Group rows by partition period label (pure). With a sub-partition (``{exchange}``) in
+    the layout, labels are ``"<value>:<period>"`` and each value gets its own objects."""
+    sub = layout.sub_partition
+    if sub is not None and table.num_rows:
+        out: dict[str, pa.Table] = {}
+        column = table.column(sub)
+        for value in pc.unique(column).to_pylist():
+            if not isinstance(value, str) or not SUB_VALUE.fullmatch(value):
+                raise DataValidationError(
+                    f"column {sub!r} value {value!r} cannot be part of an object key: use "
+                    "lower-case letters, digits or _ (at most 32), e.g. 'binance'",
+                    column=sub,
+                )
+            part = table.filter(pc.equal(column, value))
+            for period, rows in _split_time(part, time_column, layout).items():
+                out[f"{value}:{period}"] = rows
+        return out
+    return _split_time(table, time_column, layout)
+
+
+def _split_time(table: pa.Table, time_column: str, layout: Layout) -> dict[str, pa.Table]:
     if layout.grain == "all" or table.num_rows == 0:
         return {"all": table} if table.num_rows else {}
     days = table.column(time_column).combine_chunks()

@@ -25,7 +25,7 @@ from marketlake.ingest.writer import PartitionWriter, WriteResult
 from marketlake.schemas.datasets import Dataset, get_dataset, list_datasets
 from marketlake.schemas.tickers import normalize_ticker
 from marketlake.storage.format import LakeMarker, ensure_marker
-from marketlake.storage.layout import Layout
+from marketlake.storage.layout import Layout, split_sub
 from marketlake.storage.meta import META_PREFIX, TickerMeta, meta_key
 from marketlake.storage.parquet import decode_table
 from marketlake.storage.store import ObjectStore, open_store
@@ -309,23 +309,31 @@ class Lake:
         lo, hi = _as_date(start, "start"), _as_date(end, "end")
         cols = _columns(ds, columns)
         layout = self.layouts[ds.name]
-        if lo is None or hi is None:
+        sub = layout.sub_partition
+        if lo is None or hi is None or sub is not None:
+            # open bounds, or sub-partitions (e.g. one set of objects per exchange): the
+            # ticker's _meta names the partitions that exist (one small GET, still no LIST)
             meta = self.meta(ticker, ds.name)
             if meta is None or meta.min_date is None or meta.max_date is None:
                 return ds.schema.empty_table().select(cols)
             lo = lo or meta.min_date
             hi = hi or meta.max_date
-            periods = [p for p in layout.periods_between(lo, hi) if p in meta.partitions]
+            wanted = set(layout.periods_between(lo, hi))
+            periods = sorted(p for p in meta.partitions if split_sub(p)[1] in wanted)
         else:
             periods = layout.periods_between(lo, hi)
         if hi < lo or not periods:
             return ds.schema.empty_table().select(cols)
         keys = [layout.key(ds.name, ds.version, ticker, p) for p in periods]
-        tables = self._fetch_tables(keys, cols, parallel=parallel)
+        fetch_cols = cols if sub is None or sub in cols else [*cols, sub]
+        tables = self._fetch_tables(keys, fetch_cols, parallel=parallel)
         if not tables:
             return ds.schema.empty_table().select(cols)
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        return table.filter(_date_mask(table.column(ds.time_column), lo, hi))
+        table = table.filter(_date_mask(table.column(ds.time_column), lo, hi))
+        if sub is not None and len(tables) > 1:  # interleave the sub-partitions by time
+            table = table.sort_by([(k, "ascending") for k in ds.key if k in table.column_names])
+        return table.select(cols)
 
     def _fetch_tables(
         self, keys: list[str], columns: list[str], *, parallel: bool = True

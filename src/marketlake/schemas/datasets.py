@@ -286,6 +286,40 @@ FILINGS = Dataset(
     },
 )
 
+CRYPTO_LAYOUT = "{dataset}/v{version}/{TICKER}/{exchange}/{YYYY}/{MM}/data.parquet"
+
+CRYPTO_BARS = Dataset(
+    name="crypto_bars",
+    schema=pa.schema(
+        [
+            pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
+            pa.field("exchange", pa.string(), nullable=False),
+            _f64("open", False),
+            _f64("high", False),
+            _f64("low", False),
+            _f64("close", False),
+            _f64("volume", False),
+            _f64("quote_volume"),
+            pa.field("trade_count", pa.int64()),
+        ]
+    ),
+    key=("ts", "exchange"),
+    time_column="ts",
+    layout=CRYPTO_LAYOUT,
+    description=(
+        "Crypto OHLCV per pair and exchange (one market trades on several venues): the pair is "
+        "the lake ticker (BASE-QUOTE, e.g. BTC-USD), the exchange a level of the key."
+    ),
+    non_negative=("open", "high", "low", "close", "volume", "quote_volume", "trade_count"),
+    columns_doc={
+        "ts": "bar start, UTC (microseconds); bars run 24/7",
+        "exchange": "venue id, lower case: binance, kraken, coinbase, ... (part of the key)",
+        "volume": "traded amount in the base asset (fractional)",
+        "quote_volume": "traded amount in the quote asset, when the venue gives it",
+        "trade_count": "number of trades, when the venue gives it",
+    },
+)
+
 _REGISTRY: dict[str, Dataset] = {}
 
 
@@ -305,6 +339,7 @@ for _ds in (
     CORPORATE_ACTIONS,
     BARS_MINUTE,
     FILINGS,
+    CRYPTO_BARS,
 ):
     register_dataset(_ds)
 

@@ -29,11 +29,18 @@ from marketlake.errors import LayoutError
 
 Grain = Literal["day", "month", "year", "all"]
 
-PLACEHOLDERS = frozenset({"dataset", "version", "TICKER", "ticker", "YYYY", "MM", "DD", "YYYYMMDD"})
+PLACEHOLDERS = frozenset(
+    {"dataset", "version", "TICKER", "ticker", "exchange", "YYYY", "MM", "DD", "YYYYMMDD"}
+)
+#: Placeholders filled from a column of the rows (a sub-partition of one ticker's data); the
+#: period label then reads ``"<value>:<period>"``, e.g. ``"binance:2024-01"``.
+SUB_PARTITIONS = ("exchange",)
+SUB_VALUE = re.compile(r"[a-z0-9_]{1,32}")
 _DATE_PARTS = ("YYYY", "MM", "DD", "YYYYMMDD")
 _PATTERNS = {
     "dataset": r"[a-z0-9_]+",
     "version": r"[0-9]+",
+    "exchange": SUB_VALUE.pattern,
     "TICKER": r"[A-Za-z0-9^][A-Za-z0-9.\-^=_]*",
     "ticker": r"[A-Za-z0-9^][A-Za-z0-9.\-^=_]*",
     "YYYY": r"[0-9]{4}",
@@ -51,6 +58,14 @@ class Layout:
 
     template: str
     grain: Grain
+
+    @property
+    def sub_partition(self) -> str | None:
+        """The row column that selects a sub-partition (``"exchange"``), or None."""
+        for name in SUB_PARTITIONS:
+            if "{" + name + "}" in self.template:
+                return name
+        return None
 
     @classmethod
     def parse(cls, template: str, *, ticker_first: bool = True) -> Layout:
@@ -154,6 +169,9 @@ class Layout:
         except ValueError:
             return None
         version = int(got["version"]) if "version" in got else None
+        sub = self.sub_partition
+        if sub is not None:
+            period = f"{got[sub]}:{period}"
         return got["dataset"], version, got["TICKER"], period
 
     def list_prefix(self, dataset: str, version: int, ticker: str | None = None) -> str:
@@ -187,10 +205,22 @@ class Layout:
         return ALL_PERIOD
 
     def key(self, dataset: str, version: int, ticker: str, period: str) -> str:
-        """Object key for a partition. ``ticker`` must already be normalised and validated."""
+        """Object key for a partition. ``ticker`` must already be normalised and validated;
+        with a sub-partition the period label is ``"<value>:<period>"``."""
+        sub_value, period = split_sub(period)
+        text = self.template
+        sub = self.sub_partition
+        if sub is not None:
+            if sub_value is None or not SUB_VALUE.fullmatch(sub_value):
+                raise LayoutError(
+                    f"layout {self.template!r} needs a valid {{{sub}}} in the period label "
+                    f"(got {period!r}); values are lower-case letters, digits or _",
+                    layout=self.template,
+                )
+            text = text.replace("{" + sub + "}", sub_value)
         year, month, day = _split_period(period, self.grain)
         return (
-            self.template.replace("{dataset}", dataset)
+            text.replace("{dataset}", dataset)
             .replace("{version}", str(version))
             .replace("{TICKER}", ticker)
             .replace("{ticker}", ticker)
@@ -219,8 +249,17 @@ class Layout:
         return out
 
 
+def split_sub(label: str) -> tuple[str | None, str]:
+    """``"binance:2024-01"`` -> ``("binance", "2024-01")``; ``"2024-01"`` -> ``(None, ...)``."""
+    if ":" in label:
+        sub, period = label.split(":", 1)
+        return sub, period
+    return None, label
+
+
 def period_bounds(period: str) -> tuple[dt.date, dt.date] | None:
     """Inclusive first and last day of a period label, or None for ``'all'``."""
+    period = split_sub(period)[1]
     if period == ALL_PERIOD:
         return None
     if len(period) == 4:
