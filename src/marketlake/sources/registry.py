@@ -46,6 +46,46 @@ _SOURCES: dict[str, SourceInfo] = {
         description="Yahoo Finance chart API v8: raw daily OHLCV (splits undone) with Yahoo's "
         "adjusted close, splits/dividends/capital gains, 1-minute bars (last 30 days); no key.",
     ),
+    "alpaca": SourceInfo(
+        name="alpaca",
+        target="marketlake.sources.alpaca:AlpacaSource",
+        datasets=("bars_minute",),
+        settings=("APCA_API_KEY_ID", "APCA_API_SECRET_KEY", "ALPACA_FEED"),
+        description="Alpaca market data v2: raw 1-minute US stock bars with VWAP and trade "
+        "counts (ALPACA_FEED=iex free, sip paid); needs APCA_API_KEY_ID and APCA_API_SECRET_KEY.",
+    ),
+    "binance": SourceInfo(
+        name="binance",
+        target="marketlake.sources.crypto:BinanceSource",
+        datasets=("crypto_bars",),
+        settings=(),
+        description="Binance spot klines for pairs such as BTC-USDT (1d default, 1h, 1m): OHLC, "
+        "base and quote volume, trade count; no key.",
+    ),
+    "kraken": SourceInfo(
+        name="kraken",
+        target="marketlake.sources.crypto:KrakenSource",
+        datasets=("crypto_bars",),
+        settings=(),
+        description="Kraken spot OHLC for pairs such as BTC-USD (XBTUSD); only the most recent "
+        "720 bars of an interval; OHLC, base volume, trade count; no key.",
+    ),
+    "coinbase": SourceInfo(
+        name="coinbase",
+        target="marketlake.sources.crypto:CoinbaseSource",
+        datasets=("crypto_bars",),
+        settings=(),
+        description="Coinbase Exchange candles for pairs such as BTC-USD (1d default, 1h, 1m): "
+        "OHLC and base volume; no key.",
+    ),
+    "tiingo_crypto": SourceInfo(
+        name="tiingo_crypto",
+        target="marketlake.sources.crypto:TiingoCryptoSource",
+        datasets=("crypto_bars",),
+        settings=("TIINGO_API_KEY",),
+        description="Tiingo crypto prices per exchange (plus Tiingo's aggregate as exchange "
+        "'tiingo'), with quote volume and trade counts; needs TIINGO_API_KEY.",
+    ),
 }
 
 
