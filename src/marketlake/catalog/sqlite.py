@@ -2,11 +2,16 @@
 
 The catalog records
 
-* ``assets`` – the tickers monitored per source (exchange, active flag, frequency);
+* ``assets`` – the tickers seen per source (exchange, active flag, frequency), kept by writes;
+* ``monitored_assets`` – what ``marketlake update`` collects: ticker, source, datasets, active
+  flag and frequency (``daily`` or ``weekly``), managed with ``marketlake assets``;
 * ``partitions`` – one row per partition object (dataset, ticker, period label such as
   ``2024-01``, ``2024`` or ``all``) with its key, row count, date range, size, SHA-256 and ETag;
 * ``collection_progress`` – the daily watermark: the last session date collected per
   (dataset, ticker, source). It only ever moves forward;
+* ``month_progress`` – per (dataset, ticker, source, month): last date held, sessions expected
+  and present, rows, bytes, object key, and whether the month is complete (ended, every exchange
+  session present);
 * ``runs`` and ``run_items`` – every ingest run and the state of each (ticker, dataset) item in it,
   so an interrupted or partly failed run can be resumed by doing only what is not ``completed``.
 
@@ -52,10 +57,13 @@ __all__ = [
     "CATALOG_SCHEMA_VERSION",
     "ITEM_STATUSES",
     "MIGRATIONS",
+    "MONITOR_FREQUENCIES",
     "RUN_STATUSES",
     "AssetRow",
     "Catalog",
     "Migration",
+    "MonitoredAsset",
+    "MonthProgressRow",
     "PartitionRow",
     "ProgressRow",
     "RunItemRow",
@@ -180,6 +188,39 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX ix_run_items_run_status ON run_items (run_id, status)",
         ),
     ),
+    Migration(
+        version=2,
+        name="monitored assets and per-month collection progress",
+        statements=(
+            """CREATE TABLE monitored_assets (
+                ticker TEXT NOT NULL,
+                source TEXT NOT NULL,
+                datasets TEXT NOT NULL,
+                exchange TEXT,
+                active INTEGER NOT NULL DEFAULT 1,
+                frequency TEXT NOT NULL,
+                added_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                PRIMARY KEY (ticker, source)
+            )""",
+            """CREATE TABLE month_progress (
+                dataset TEXT NOT NULL,
+                ticker TEXT NOT NULL,
+                source TEXT NOT NULL,
+                month TEXT NOT NULL,
+                last_date TEXT,
+                complete INTEGER NOT NULL DEFAULT 0,
+                sessions_expected INTEGER NOT NULL DEFAULT 0,
+                sessions_present INTEGER NOT NULL DEFAULT 0,
+                row_count INTEGER NOT NULL DEFAULT 0,
+                bytes INTEGER NOT NULL DEFAULT 0,
+                object_key TEXT,
+                updated_at TEXT NOT NULL,
+                PRIMARY KEY (dataset, ticker, source, month)
+            )""",
+            "CREATE INDEX ix_month_progress_complete ON month_progress (complete, dataset)",
+        ),
+    ),
 )
 """The ordered schema migrations. Append new steps; never edit a released one."""
 
@@ -234,6 +275,34 @@ ON CONFLICT (dataset, ticker, source) DO UPDATE SET
         WHEN collection_progress.last_date IS NULL
             OR excluded.last_date > collection_progress.last_date
         THEN excluded.updated_at ELSE collection_progress.updated_at END
+"""
+
+_MONITORED_COLUMNS = "ticker, source, datasets, exchange, active, frequency, added_at, updated_at"
+_UPSERT_MONITORED = f"""
+INSERT INTO monitored_assets ({_MONITORED_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (ticker, source) DO UPDATE SET
+    datasets = excluded.datasets,
+    exchange = excluded.exchange,
+    active = excluded.active,
+    frequency = excluded.frequency,
+    updated_at = excluded.updated_at
+"""
+
+_MONTH_COLUMNS = (
+    "dataset, ticker, source, month, last_date, complete, sessions_expected, sessions_present, "
+    "row_count, bytes, object_key, updated_at"
+)
+_UPSERT_MONTH = f"""
+INSERT INTO month_progress ({_MONTH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (dataset, ticker, source, month) DO UPDATE SET
+    last_date = excluded.last_date,
+    complete = excluded.complete,
+    sessions_expected = excluded.sessions_expected,
+    sessions_present = excluded.sessions_present,
+    row_count = excluded.row_count,
+    bytes = excluded.bytes,
+    object_key = excluded.object_key,
+    updated_at = excluded.updated_at
 """
 
 _RUN_COLUMNS = (
@@ -449,6 +518,77 @@ class RunItemRow:
     finished_at: str | None = None
 
 
+MONITOR_FREQUENCIES = ("daily", "weekly")
+"""How often ``marketlake update`` collects a monitored asset."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MonitoredAsset:
+    """An asset ``marketlake update`` collects: one ticker from one source.
+
+    Parameters
+    ----------
+    ticker, source:
+        The key.
+    datasets:
+        The datasets collected for it (non-empty).
+    exchange:
+        Listing exchange (or crypto venue), when known.
+    active:
+        False pauses collection without forgetting the asset.
+    frequency:
+        ``"daily"`` (every update) or ``"weekly"`` (when the watermark is a week old).
+    added_at, updated_at:
+        UTC ISO timestamps. An upsert keeps the stored ``added_at``.
+    """
+
+    ticker: str
+    source: str
+    datasets: tuple[str, ...]
+    exchange: str | None = None
+    active: bool = True
+    frequency: str = "daily"
+    added_at: str = field(default_factory=utc_now_iso)
+    updated_at: str = field(default_factory=utc_now_iso)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MonthProgressRow:
+    """Collection progress of one month of one (dataset, ticker, source).
+
+    Parameters
+    ----------
+    dataset, ticker, source, month:
+        The key; ``month`` is ``"YYYY-MM"``.
+    last_date:
+        Last date held in the month (None: nothing).
+    complete:
+        True when the month has ended and every exchange session of it (from the ticker's first
+        held date on) is present.
+    sessions_expected, sessions_present:
+        Exchange sessions of the month that should be held, and how many are.
+    row_count, bytes:
+        Rows held in the month, and the size of the object(s) holding it.
+    object_key:
+        The object holding the month (its partition's key).
+    updated_at:
+        UTC ISO timestamp of the last refresh.
+    """
+
+    dataset: str
+    ticker: str
+    source: str
+    month: str
+    last_date: dt.date | None
+    complete: bool = False
+    sessions_expected: int = 0
+    sessions_present: int = 0
+    row_count: int = 0
+    bytes: int = 0
+    object_key: str | None = None
+    updated_at: str = field(default_factory=utc_now_iso)
+
+
 # --- conversions ---------------------------------------------------------------------------------
 
 
@@ -595,6 +735,66 @@ def _run_item_row(t: Sequence[Any]) -> RunItemRow:
         error=_opt_str(t[8]),
         started_at=_opt_str(t[9]),
         finished_at=_opt_str(t[10]),
+    )
+
+
+def _monitored_params(r: MonitoredAsset) -> tuple[Any, ...]:
+    return (
+        r.ticker,
+        r.source,
+        ",".join(r.datasets),
+        r.exchange,
+        1 if r.active else 0,
+        r.frequency,
+        r.added_at,
+        r.updated_at,
+    )
+
+
+def _monitored_row(t: Sequence[Any]) -> MonitoredAsset:
+    return MonitoredAsset(
+        ticker=str(t[0]),
+        source=str(t[1]),
+        datasets=tuple(d for d in str(t[2]).split(",") if d),
+        exchange=_opt_str(t[3]),
+        active=bool(t[4]),
+        frequency=str(t[5]),
+        added_at=str(t[6]),
+        updated_at=str(t[7]),
+    )
+
+
+def _month_params(r: MonthProgressRow) -> tuple[Any, ...]:
+    return (
+        r.dataset,
+        r.ticker,
+        r.source,
+        r.month,
+        _date_text(r.last_date, "MonthProgressRow.last_date"),
+        1 if r.complete else 0,
+        int(r.sessions_expected),
+        int(r.sessions_present),
+        int(r.row_count),
+        int(r.bytes),
+        r.object_key,
+        r.updated_at,
+    )
+
+
+def _month_row(t: Sequence[Any]) -> MonthProgressRow:
+    return MonthProgressRow(
+        dataset=str(t[0]),
+        ticker=str(t[1]),
+        source=str(t[2]),
+        month=str(t[3]),
+        last_date=_text_date(t[4]),
+        complete=bool(t[5]),
+        sessions_expected=int(t[6]),
+        sessions_present=int(t[7]),
+        row_count=int(t[8]),
+        bytes=int(t[9]),
+        object_key=_opt_str(t[10]),
+        updated_at=str(t[11]),
     )
 
 
@@ -872,6 +1072,152 @@ class Catalog:
         sql += " ORDER BY ticker, source"
         with self._reading("read assets") as conn:
             return [_asset_row(t) for t in conn.execute(sql)]
+
+    # -- monitored assets --------------------------------------------------------------------
+
+    def upsert_monitored(self, rows: Iterable[MonitoredAsset]) -> None:
+        """Add or change monitored assets in one transaction (``added_at`` is kept).
+
+        Parameters
+        ----------
+        rows:
+            Assets to monitor.
+
+        Raises
+        ------
+        CatalogError
+            A row has no datasets or an unknown frequency; nothing is written.
+        """
+        params: list[tuple[Any, ...]] = []
+        for r in rows:
+            if not r.datasets:
+                raise CatalogError(
+                    f"monitored asset {r.ticker} ({r.source}) has no datasets; name at least one",
+                    ticker=r.ticker,
+                    source=r.source,
+                )
+            if r.frequency not in MONITOR_FREQUENCIES:
+                raise CatalogError(
+                    f"monitored asset {r.ticker} ({r.source}): frequency {r.frequency!r} is not "
+                    f"one of {list(MONITOR_FREQUENCIES)}",
+                    ticker=r.ticker,
+                    source=r.source,
+                )
+            params.append(_monitored_params(r))
+        with self._writing("upsert monitored assets") as conn:
+            conn.executemany(_UPSERT_MONITORED, params)
+
+    def remove_monitored(self, tickers: Iterable[str], source: str | None = None) -> int:
+        """Stop monitoring ``tickers`` (all sources, or only ``source``); data is kept.
+
+        Parameters
+        ----------
+        tickers:
+            Tickers to remove.
+        source:
+            Only this source's entries (None: every source).
+
+        Returns
+        -------
+        int
+            Entries removed.
+        """
+        removed = 0
+        with self._writing("remove monitored assets") as conn:
+            for ticker in tickers:
+                if source is None:
+                    cur = conn.execute("DELETE FROM monitored_assets WHERE ticker = ?", (ticker,))
+                else:
+                    cur = conn.execute(
+                        "DELETE FROM monitored_assets WHERE ticker = ? AND source = ?",
+                        (ticker, source),
+                    )
+                removed += max(0, cur.rowcount)
+        return removed
+
+    def monitored(
+        self, source: str | None = None, *, active_only: bool = False
+    ) -> list[MonitoredAsset]:
+        """Return the monitored assets ordered by source, ticker.
+
+        Parameters
+        ----------
+        source:
+            Only this source's assets.
+        active_only:
+            Only the active ones.
+
+        Returns
+        -------
+        list[MonitoredAsset]
+            The assets.
+        """
+        where, args = _where([("source", source), ("active", 1 if active_only else None)])
+        sql = f"SELECT {_MONITORED_COLUMNS} FROM monitored_assets{where} ORDER BY source, ticker"
+        with self._reading("read monitored assets") as conn:
+            return [_monitored_row(t) for t in conn.execute(sql, args)]
+
+    # -- month progress ----------------------------------------------------------------------
+
+    def upsert_month_progress(self, rows: Iterable[MonthProgressRow]) -> None:
+        """Insert or replace per-month progress rows in one transaction.
+
+        Parameters
+        ----------
+        rows:
+            Month states (a later row for the same key wins).
+        """
+        params = [_month_params(r) for r in rows]
+        with self._writing("upsert month progress") as conn:
+            conn.executemany(_UPSERT_MONTH, params)
+
+    def month_progress(
+        self,
+        dataset: str | None = None,
+        ticker: str | None = None,
+        source: str | None = None,
+        *,
+        complete: bool | None = None,
+    ) -> list[MonthProgressRow]:
+        """Return per-month progress ordered by dataset, ticker, source, month.
+
+        Parameters
+        ----------
+        dataset, ticker, source:
+            Optional filters.
+        complete:
+            Only complete (True) or incomplete (False) months.
+
+        Returns
+        -------
+        list[MonthProgressRow]
+            The matching months.
+        """
+        flag = None if complete is None else (1 if complete else 0)
+        where, args = _where(
+            [("dataset", dataset), ("ticker", ticker), ("source", source), ("complete", flag)]
+        )
+        sql = (
+            f"SELECT {_MONTH_COLUMNS} FROM month_progress{where} "
+            "ORDER BY dataset, ticker, source, month"
+        )
+        with self._reading("read month progress") as conn:
+            return [_month_row(t) for t in conn.execute(sql, args)]
+
+    def month_counts(self) -> dict[str, tuple[int, int]]:
+        """Return ``{dataset: (complete months, incomplete months)}`` over all tickers.
+
+        Returns
+        -------
+        dict[str, tuple[int, int]]
+            Counts per dataset (datasets without month rows are absent).
+        """
+        sql = (
+            "SELECT dataset, COALESCE(SUM(complete), 0), COUNT(*) - COALESCE(SUM(complete), 0) "
+            "FROM month_progress GROUP BY dataset ORDER BY dataset"
+        )
+        with self._reading("count month progress") as conn:
+            return {str(d): (int(c), int(i)) for d, c, i in conn.execute(sql)}
 
     # -- partitions --------------------------------------------------------------------------
 

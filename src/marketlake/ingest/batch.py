@@ -53,7 +53,13 @@ class IngestTarget(Protocol):
     writer: PartitionWriter
     catalog: Catalog
 
-    def record(self, results: Sequence[WriteResult], *, source: str | None = None) -> None: ...
+    def record(
+        self,
+        results: Sequence[WriteResult],
+        *,
+        source: str | None = None,
+        advance_progress: bool = True,
+    ) -> None: ...
 
     def meta(self, ticker: str, dataset: str) -> TickerMeta | None: ...
 
@@ -95,6 +101,7 @@ def run_batch(
     run_id: str | None = None,
     fetch_retries: int = 3,
     processes: int | None = None,
+    advance_watermark: bool = True,
 ) -> RunSummary:
     """Ingest ``tickers`` x ``datasets`` for the inclusive session range ``[start, end]``.
 
@@ -125,6 +132,9 @@ def run_batch(
         Use this id instead of a fresh one.
     fetch_retries:
         Attempts for retryable source errors (jittered exponential backoff).
+    advance_watermark:
+        False (``marketlake backfill``) leaves the daily watermark (collection progress) where
+        it is; stored with the run so a resume does the same.
 
     Returns
     -------
@@ -149,10 +159,21 @@ def run_batch(
         "start": start.isoformat(),
         "end": end.isoformat(),
         "kind": kind,
+        "advance_watermark": advance_watermark,
     }
     lake.catalog.create_run(run_id, kind, source.name, params, items)
     return _execute(
-        lake, source, run_id, items, start, end, workers, progress, fetch_retries, processes
+        lake,
+        source,
+        run_id,
+        items,
+        start,
+        end,
+        workers,
+        progress,
+        fetch_retries,
+        processes,
+        advance_watermark=advance_watermark,
     )
 
 
@@ -169,13 +190,28 @@ def resume_batch(
     """Re-run only the items of ``run_id`` that did not complete (failed, pending, running)."""
     run = lake.catalog.get_run(run_id)
     params = run.params
+    if run.kind == "import":
+        raise MarketlakeError(
+            f"run {run_id} imported files and cannot be resumed; run the same 'marketlake import' "
+            "again (an import is idempotent: files already written change nothing)"
+        )
     src = source or get_source(str(params["source"]))
     start = dt.date.fromisoformat(str(params["start"]))
     end = dt.date.fromisoformat(str(params["end"]))
     items = lake.catalog.unfinished_items(run_id)
     lake.catalog.reset_items(run_id, items)
     return _execute(
-        lake, src, run_id, items, start, end, workers, progress, fetch_retries, processes
+        lake,
+        src,
+        run_id,
+        items,
+        start,
+        end,
+        workers,
+        progress,
+        fetch_retries,
+        processes,
+        advance_watermark=bool(params.get("advance_watermark", True)),
     )
 
 
@@ -195,6 +231,8 @@ def _execute(
     progress: Progress | None,
     fetch_retries: int,
     processes: int | None = None,
+    *,
+    advance_watermark: bool = True,
 ) -> RunSummary:
     t0 = time.perf_counter()
     if workers is None:
@@ -215,7 +253,7 @@ def _execute(
         nonlocal last_flush
         if pending_writes:
             target.writer.store.sync()
-            lake.record(pending_writes, source=source.name)
+            lake.record(pending_writes, source=source.name, advance_progress=advance_watermark)
         if pending_items:
             lake.catalog.record_items(run_id, pending_items)
         pending_items.clear()

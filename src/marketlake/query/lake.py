@@ -204,8 +204,18 @@ class Lake:
         self.record([result], source=source)
         return result
 
-    def record(self, results: Sequence[WriteResult], *, source: str | None = None) -> None:
-        """Record write results in the catalog (the last step of the commit order)."""
+    def record(
+        self,
+        results: Sequence[WriteResult],
+        *,
+        source: str | None = None,
+        advance_progress: bool = True,
+    ) -> None:
+        """Record write results in the catalog (the last step of the commit order).
+
+        ``advance_progress=False`` (backfills) records partitions and assets but leaves the daily
+        watermark (``collection_progress``) where it is.
+        """
         parts: list[PartitionRow] = []
         progress: list[ProgressRow] = []
         assets: dict[tuple[str, str], AssetRow] = {}
@@ -214,7 +224,7 @@ class Lake:
         for r in results:
             for p in r.touched_partitions:
                 parts.append(_partition_row(r.dataset, r.ticker, p, p.source or src))
-            if r.meta.max_date is not None:
+            if advance_progress and r.meta.max_date is not None:
                 progress.append(
                     ProgressRow(
                         dataset=r.dataset,
