@@ -238,7 +238,7 @@ def ingest(
     _run(go)
 
 
-def _print_summary(summary: Any) -> None:
+def _print_summary(summary: Any, retry: str | None = None) -> None:
     t = Table(title=f"run {summary.run_id}: {summary.status}", show_header=True)
     for col in (
         "items",
@@ -266,9 +266,80 @@ def _print_summary(summary: Any) -> None:
         err.print(f"[red]failed[/red] {item.dataset} {item.ticker}: {item.error}", highlight=False)
     if summary.items_failed:
         err.print(
-            f"{summary.items_failed} item(s) failed; retry them with: "
-            f"marketlake ingest --resume {summary.run_id}"
+            f"{summary.items_failed} item(s) failed; "
+            + (retry or f"retry them with: marketlake ingest --resume {summary.run_id}")
         )
+
+
+@app.command("import")
+def import_(
+    source: Annotated[str, typer.Argument(help="Source whose saved files to read: yahoo or sec.")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Files, directories (searched for .json, .json.gz and .zip) or zip archives; "
+            "gzip is read transparently.",
+            show_default=False,
+        ),
+    ],
+    lake: LakeOpt = DEFAULT_LAKE,
+    datasets: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated datasets to keep (default: all the files hold)."),
+    ] = None,
+    tickers_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="sec: SEC's company_tickers.json (CIK -> ticker) for companyfacts files and "
+            "the bulk companyfacts.zip / submissions.zip."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Parse-and-write threads (default 2 local, 8 S3/R2).", min=1)
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every item.")] = False,
+    log_file: Annotated[
+        Path | None, typer.Option(help="Also write every log line to this file.")
+    ] = None,
+) -> None:
+    """Import vendor files (saved API responses, bulk archives) into the lake, without network.
+
+    yahoo: chart API JSON bodies or node-yahoo-finance2 recordings (ticker from meta.symbol).
+
+    sec: companyfacts / submissions JSONs, SEC's nightly companyfacts.zip / submissions.zip.
+
+    Rows equal what 'marketlake ingest' writes for the same payloads (same parser and writer).
+
+    A bad file fails alone (exit 3); importing the same files again writes nothing.
+    """
+    _setup_logging(verbose, log_file)
+
+    def go() -> None:
+        import marketlake
+        from marketlake.ingest.imports import import_files
+        from marketlake.sources.registry import get_source
+
+        src = get_source(source)
+        files: list[Path] = list(paths)
+        if tickers_file is not None:
+            if src.name != "sec":
+                raise typer.BadParameter(
+                    "--tickers-file applies to the sec source only", param_hint="--tickers-file"
+                )
+            if not tickers_file.is_file():
+                raise MarketlakeError(f"no such tickers file: {tickers_file}")
+            files = [tickers_file, *files]
+        wanted = [d.strip() for d in datasets.split(",") if d.strip()] if datasets else None
+        with marketlake.open(lake) as lk:
+            summary = import_files(lk, src, files, wanted, progress=_progress(), workers=workers)
+        _print_summary(
+            summary, retry="fix or remove the files named above and run the same import again"
+        )
+        out.print(f"{summary.files} file(s) read, {summary.skipped} skipped", highlight=False)
+        if summary.items_failed:
+            raise typer.Exit(3)
+
+    _run(go)
 
 
 @app.command()
@@ -749,6 +820,10 @@ def repair_meta(
     _run(go)
 
 
+# collection commands (assets, update, backfill, complete-months, status, schedule)
+from marketlake.cli import collect as _collect  # noqa: E402, F401
+
+
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("POLARS_SKIP_CPU_CHECK", "1")
@@ -756,4 +831,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Under `python -m marketlake.cli.main` this file runs as __main__, while the command modules
+    # (collect.py) register on the importable copy: run that one so every command is there.
+    from marketlake.cli.main import main as _main
+
+    _main()

@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
+
+from marketlake.errors import SourceError
+
+#: The inclusive range of a request made from a file: everything the file holds is kept.
+FILE_RANGE = (dt.date(1800, 1, 1), dt.date(2999, 12, 31))
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,35 @@ class SourceRequest:
     datasets: tuple[str, ...]
     start: dt.date
     end: dt.date
+
+
+@dataclass(frozen=True)
+class FilePayload:
+    """One payload read from a vendor file by :meth:`Source.read_files` (no network).
+
+    ``origin`` names where it came from (a path, or ``archive.zip:member``). A readable payload
+    has a ``request`` (ticker, datasets, :data:`FILE_RANGE`) and the ``raw`` value that
+    :meth:`Source.parse` takes; a file that cannot be read or identified has ``request=None``
+    and an ``error`` naming the file; a file deliberately passed over (e.g. a bulk-archive
+    member whose company has no ticker) has ``request=None``, ``error=None`` and a ``note``.
+    """
+
+    origin: str
+    request: SourceRequest | None
+    raw: Any = None
+    error: str | None = None
+    note: str | None = None
+
+    @classmethod
+    def failed(cls, origin: str, error: str) -> FilePayload:
+        """A file that cannot be imported; ``error`` is prefixed with ``origin`` if needed."""
+        text = error if error.startswith(origin) else f"{origin}: {error}"
+        return cls(origin, None, error=text)
+
+    @classmethod
+    def skipped(cls, origin: str, note: str) -> FilePayload:
+        """A file passed over on purpose (not an error)."""
+        return cls(origin, None, note=note)
 
 
 class Source(abc.ABC):
@@ -63,6 +99,24 @@ class Source(abc.ABC):
         ``[request.start, request.end]`` are dropped. A dataset with no rows is left out of
         the result (never an empty table written as data).
         """
+
+    def read_files(self, paths: Sequence[Path]) -> Iterator[FilePayload]:
+        """Optional hook: turn vendor files into payloads for :meth:`parse`, without network.
+
+        ``paths`` are existing files (plain, gzip-compressed, or zip archives; directories are
+        expanded by the caller). Implementations yield one :class:`FilePayload` per payload,
+        lazily, and never raise for one bad file: they yield :meth:`FilePayload.failed`.
+
+        Raises
+        ------
+        SourceError
+            Always, in this default: the source cannot import files.
+        """
+        raise SourceError(
+            f"source {self.name!r} cannot import files (it has no file reader; see "
+            "'marketlake import --help' for the sources that do)",
+            source=self.name,
+        )
 
     def get(self, request: SourceRequest) -> dict[str, pa.Table]:
         """Convenience: ``parse(request, fetch(request))``."""

@@ -54,16 +54,30 @@ import os
 import re
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from marketlake.errors import ConfigError, InvalidTickerError, NoDataError, SourceError
+from marketlake.errors import (
+    ConfigError,
+    InvalidTickerError,
+    MarketlakeError,
+    NoDataError,
+    SourceError,
+)
 from marketlake.schemas.datasets import FUNDAMENTALS, get_dataset
 from marketlake.schemas.tickers import normalize_ticker
-from marketlake.sources.base import Source, SourceRequest
+from marketlake.sources.base import FILE_RANGE, FilePayload, Source, SourceRequest
+from marketlake.sources.files import (
+    Document,
+    iter_documents,
+    load_json,
+    read_file,
+    read_member,
+)
 from marketlake.sources.http import HttpClient
 
 __all__ = [
@@ -844,3 +858,160 @@ class SecEdgarSource(Source):
         except SourceError as exc:
             raise SourceError(f"{request.ticker}: {exc}", ticker=request.ticker) from None
         return out
+
+    # --- files (marketlake import) ---------------------------------------------------------------
+
+    def read_files(self, paths: Sequence[Path]) -> Iterator[FilePayload]:
+        """SEC JSON files -> payloads for :meth:`parse` (no network).
+
+        Reads single ``companyfacts`` (-> ``fundamentals``) and ``submissions`` JSONs (the main
+        ``CIK##########.json`` and older ``CIK##########-submissions-NNN.json`` pages ->
+        ``filings``), plain or gzip-compressed, and SEC's nightly bulk ``companyfacts.zip`` /
+        ``submissions.zip`` (members read one at a time). The ``cik`` may be an int or a padded
+        string.
+
+        Tickers: SEC's ``company_tickers.json`` among ``paths`` (files named
+        ``company_tickers*`` are read first; the CLI's ``--tickers-file``) maps each CIK to its
+        first listed ticker; without an entry there, a submissions JSON's own ``tickers`` names
+        it (and then the company's other files). A single file whose ticker stays unknown fails
+        with a message saying so; a bulk-archive member is skipped (most EDGAR filers have no
+        ticker).
+        """
+        files = list(paths)
+        by_cik: dict[int, str] = {}  # from company_tickers.json (wins)
+        own: dict[int, str] = {}  # from the submissions' own "tickers"
+        first = [p for p in files if p.name.lower().startswith("company_tickers")]
+        for doc in iter_documents(first):
+            try:
+                self._learn_tickers(_sec_json(doc), by_cik)
+            except MarketlakeError as exc:
+                yield FilePayload.failed(doc.origin, str(exc))
+        # payloads whose ticker is unknown wait until every file has been seen
+        later: list[tuple[Document, str, int, Callable[[], Any]]] = []
+        rest = [p for p in files if p not in first]
+        for doc in iter_documents(rest):
+            try:
+                body = _sec_json(doc)
+                kind = _sec_kind(body, doc)
+                if kind == "tickers":
+                    self._learn_tickers(body, by_cik)
+                    continue
+                cik = _file_cik(body, doc, kind)
+                mine = _own_ticker(body)
+                if mine is not None:
+                    own.setdefault(cik, mine)
+                ticker = by_cik.get(cik) or own.get(cik)
+            except MarketlakeError as exc:
+                yield FilePayload.failed(doc.origin, str(exc))
+                continue
+            if ticker is None:
+                kept = replace(doc, data=None)  # re-read later: bytes are not held meanwhile
+                later.append((kept, kind, cik, _reloader(kept)))
+                continue
+            yield _sec_payload(doc.origin, ticker, kind, cik, body)
+        for doc, kind, cik, reload in later:
+            ticker = by_cik.get(cik) or own.get(cik)
+            if ticker is None:
+                if doc.archive is not None:
+                    yield FilePayload.skipped(doc.origin, f"no ticker for CIK {cik:010d}")
+                else:
+                    yield FilePayload.failed(
+                        doc.origin,
+                        f"cannot tell the ticker of CIK {cik:010d}: give SEC's "
+                        "company_tickers.json (--tickers-file, or as an extra path named "
+                        "company_tickers.json)",
+                    )
+                continue
+            try:
+                body = reload()
+            except MarketlakeError as exc:
+                yield FilePayload.failed(doc.origin, str(exc))
+                continue
+            yield _sec_payload(doc.origin, ticker, kind, cik, body)
+
+    @staticmethod
+    def _learn_tickers(payload: Any, by_cik: dict[int, str]) -> None:
+        table = parse_company_tickers(payload)
+        for ticker, cik in zip(table["ticker"].to_pylist(), table["cik"].to_pylist(), strict=True):
+            by_cik.setdefault(cik, ticker)  # SEC lists a company's main ticker first
+
+
+_PAGE_NAME = re.compile(r"(?i)^CIK(\d{1,10})-submissions-\d+\.json$")
+_KIND_DATASET = {"companyfacts": "fundamentals", "submissions": "filings", "page": "filings"}
+
+
+def _sec_json(doc: Document) -> Any:
+    if doc.data is None:
+        raise SourceError(doc.error or f"{doc.origin}: cannot read")
+    return load_json(doc.data, doc.origin)
+
+
+def _sec_kind(body: Any, doc: Document) -> str:
+    """``companyfacts``, ``submissions`` (main JSON), ``page`` (older page) or ``tickers``."""
+    if isinstance(body, Mapping):
+        if isinstance(body.get("facts"), Mapping):
+            return "companyfacts"
+        filings = body.get("filings")
+        if isinstance(filings, Mapping) and isinstance(filings.get("recent"), Mapping):
+            return "submissions"
+        if "accessionNumber" in body:
+            return "page"
+        if "fields" in body and "data" in body:
+            return "tickers"
+        first = next(iter(body.values()), None)
+        if isinstance(first, Mapping) and "cik_str" in first and "ticker" in first:
+            return "tickers"
+    keys = sorted(map(str, body))[:8] if isinstance(body, Mapping) else type(body).__name__
+    raise SourceError(
+        f"{doc.origin}: not an SEC companyfacts, submissions or company_tickers JSON (got {keys})"
+    )
+
+
+def _file_cik(body: Mapping[str, Any], doc: Document, kind: str) -> int:
+    if kind == "page":
+        match = _PAGE_NAME.match(doc.name)
+        if match is None:
+            raise SourceError(
+                f"{doc.origin}: an older submissions page must keep SEC's file name "
+                "CIK##########-submissions-NNN.json (it holds no CIK itself)"
+            )
+        return parse_cik(match.group(1))
+    if body.get("cik") is None:
+        raise SourceError(f"{doc.origin}: the {kind} JSON has no 'cik'")
+    try:
+        return parse_cik(body["cik"])
+    except SourceError as exc:
+        raise SourceError(f"{doc.origin}: {exc}") from None
+
+
+def _own_ticker(body: Mapping[str, Any]) -> str | None:
+    tickers = body.get("tickers")
+    for raw in tickers if isinstance(tickers, list) else ():
+        try:
+            return normalize_ticker(str(raw))
+        except InvalidTickerError:
+            continue
+    return None
+
+
+def _reloader(doc: Document) -> Callable[[], Any]:
+    """Read a document again later (its bytes are not kept while waiting)."""
+
+    def reload() -> Any:
+        if doc.archive is not None and doc.member is not None:
+            data = read_member(doc.archive, doc.member)
+        else:
+            data = read_file(Path(doc.origin))
+        return load_json(data, doc.origin)
+
+    return reload
+
+
+def _sec_payload(origin: str, ticker: str, kind: str, cik: int, body: Any) -> FilePayload:
+    dataset = _KIND_DATASET[kind]
+    raw: dict[str, Any] = {"cik": cik}
+    if kind == "companyfacts":
+        raw["companyfacts"] = body
+    else:
+        raw["submissions"] = [body]
+    return FilePayload(origin, SourceRequest(ticker, (dataset,), *FILE_RANGE), raw)

@@ -49,15 +49,18 @@ import datetime as dt
 import logging
 import math
 import zoneinfo
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
-from marketlake.errors import NoDataError, SourceError
+from marketlake.errors import MarketlakeError, NoDataError, SourceError
 from marketlake.schemas.datasets import BARS_MINUTE, CORPORATE_ACTIONS, PRICES
-from marketlake.sources.base import Source, SourceRequest
+from marketlake.schemas.tickers import normalize_ticker
+from marketlake.sources.base import FILE_RANGE, FilePayload, Source, SourceRequest
+from marketlake.sources.files import iter_documents, load_json
 
 if TYPE_CHECKING:  # httpx is imported only when a client is needed
     from marketlake.sources.http import HttpClient
@@ -270,6 +273,63 @@ class YahooChartSource(Source):
                 bars = _dedupe_sorted(pa.concat_tables(parts), "ts")
                 out["bars_minute"] = bars
         return out
+
+    # --- files (marketlake import) ---------------------------------------------------------------
+
+    def read_files(self, paths: Sequence[Path]) -> Iterator[FilePayload]:
+        """Chart responses saved as files -> payloads for :meth:`parse` (no network).
+
+        Each file (``.json``, gzip-compressed, or a member of a ``.zip``) is one chart body as
+        the API answered it, or a node-yahoo-finance2 recording (the body under
+        ``response.bodyJson``). The ticker is the body's ``meta.symbol`` (``BRK-B`` -> ``BRK.B``);
+        a daily body fills ``prices`` and ``corporate_actions``, a 1m body ``bars_minute``.
+        A body whose bars end long before Yahoo produced it (an old recording) is refused for
+        the daily datasets unless the saved JSON carries ``"later_splits"`` next to ``"chart"``
+        (see :meth:`parse`).
+        """
+        for doc in iter_documents(paths):
+            if doc.data is None:
+                yield FilePayload.failed(doc.origin, doc.error or "cannot read")
+                continue
+            try:
+                body = _unwrap_recording(load_json(doc.data, doc.origin), doc.origin)
+                meta = _result_meta(body)
+                symbol = meta.get("symbol")
+                if not isinstance(symbol, str) or not symbol:
+                    _chart(body, doc.origin)  # raises Yahoo's own error (or a malformed body)
+                    raise SourceError(
+                        f"{doc.origin}: the chart response has no meta.symbol; cannot tell its "
+                        "ticker"
+                    )
+                ticker = normalize_ticker(symbol)
+                granularity = str(meta.get("dataGranularity") or "1d")
+                datasets = (
+                    ("bars_minute",)
+                    if granularity in _INTRADAY
+                    else ("prices", "corporate_actions")
+                )
+            except MarketlakeError as exc:
+                yield FilePayload.failed(doc.origin, str(exc))
+                continue
+            yield FilePayload(doc.origin, SourceRequest(ticker, datasets, *FILE_RANGE), body)
+
+
+def _unwrap_recording(doc: Any, origin: str) -> Any:
+    """The Yahoo body of a saved response: itself, or ``response.bodyJson`` of a recording."""
+    if isinstance(doc, Mapping) and "chart" not in doc and isinstance(doc.get("response"), Mapping):
+        response = doc["response"]
+        inner = response.get("bodyJson")
+        if inner is None and isinstance(response.get("body"), str):
+            inner = load_json(response["body"].encode(), f"{origin} (response.body)")
+        if isinstance(inner, Mapping):
+            return inner
+    if not isinstance(doc, Mapping) or "chart" not in doc:
+        keys = sorted(map(str, doc))[:8] if isinstance(doc, Mapping) else type(doc).__name__
+        raise SourceError(
+            f"{origin}: not a Yahoo chart response (expected {{'chart': ...}} or a recording "
+            f"with response.bodyJson; got {keys})"
+        )
+    return doc
 
 
 # --- planning helpers ------------------------------------------------------------------------

@@ -1,0 +1,5 @@
+"""``python -m marketlake``: the same CLI as the ``marketlake`` command."""
+
+from marketlake.cli.main import main
+
+main()
