@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from marketlake.catalog import AssetRow, Catalog, PartitionRow, ProgressRow, utc_now_iso
-from marketlake.errors import MarketlakeError, ObjectNotFoundError
+from marketlake.errors import ConfigError, MarketlakeError, ObjectNotFoundError
 from marketlake.ingest.writer import PartitionWriter, WriteResult
 from marketlake.schemas.datasets import Dataset, get_dataset, list_datasets
 from marketlake.schemas.tickers import normalize_ticker
@@ -162,11 +162,20 @@ class Lake:
         get_dataset(name)
         return self.layouts[name]
 
-    def key(self, ticker: str, dataset: str, day: dt.date) -> str:
-        """Object key of the partition holding ``day`` for ``ticker`` (no I/O)."""
+    def key(self, ticker: str, dataset: str, day: dt.date, *, exchange: str | None = None) -> str:
+        """Object key of the partition holding ``day`` for ``ticker`` (no I/O). Datasets with
+        an exchange level in their layout (``crypto_bars``) need ``exchange``."""
         ds = get_dataset(dataset)
         layout = self.layouts[dataset]
-        return layout.key(ds.name, ds.version, normalize_ticker(ticker), layout.period_of(day))
+        period = layout.period_of(day)
+        if layout.sub_partition is not None:
+            if exchange is None:
+                raise ConfigError(
+                    f"dataset {dataset} keeps one set of objects per {layout.sub_partition}: "
+                    f"pass {layout.sub_partition}=..., e.g. 'binance'"
+                )
+            period = f"{exchange}:{period}"
+        return layout.key(ds.name, ds.version, normalize_ticker(ticker), period)
 
     # -- writes -----------------------------------------------------------------------------
 
