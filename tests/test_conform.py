@@ -151,3 +151,19 @@ def test_minute_bars_timestamps_become_utc_and_naive_ones_are_refused() -> None:
     assert out.column("ts")[0].as_py() == dt.datetime(2024, 3, 1, 14, 30, tzinfo=dt.UTC)
     with pytest.raises(SchemaError, match="naive"):
         conform(frame.assign(ts=ts.tz_localize(None)), ds, "AAPL")
+
+
+@pytest.mark.parametrize("text_type", [pa.large_string(), pa.string_view()])
+def test_large_and_view_strings_become_the_canonical_string(text_type: pa.DataType) -> None:
+    from marketlake.schemas.datasets import get_dataset
+
+    ds = get_dataset("corporate_actions")
+    table = pa.table(
+        {
+            "ex_date": pa.array([dt.date(2024, 1, 2)], pa.date32()),
+            "action": pa.array(["dividend"], text_type),
+            "value": [0.24],
+        }
+    )
+    out = conform(table, ds, "AAPL")
+    assert out.schema.field("action").type == pa.string()

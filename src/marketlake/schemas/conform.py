@@ -169,6 +169,9 @@ def _cast(
                     f"({exc})",
                     **ctx,
                 ) from exc
+    elif pa.types.is_string(tt):
+        if pa.types.is_large_string(src) or pa.types.is_string_view(src):
+            return column.cast(tt)  # pandas 3 / Polars text: same values, canonical type
     elif pa.types.is_floating(tt):
         if pa.types.is_floating(src) or pa.types.is_integer(src) or pa.types.is_decimal(src):
             return column.cast(tt)
