@@ -239,6 +239,8 @@ def ingest(
 
 
 def _print_summary(summary: Any, retry: str | None = None) -> None:
+    from rich.markup import escape
+
     t = Table(title=f"run {summary.run_id}: {summary.status}", show_header=True)
     for col in (
         "items",
@@ -263,7 +265,11 @@ def _print_summary(summary: Any, retry: str | None = None) -> None:
     )
     out.print(t)
     for item in summary.failures[:20]:
-        err.print(f"[red]failed[/red] {item.dataset} {item.ticker}: {item.error}", highlight=False)
+        err.print(
+            f"[red]failed[/red] {item.dataset} {item.ticker}: {escape(str(item.error))}",
+            highlight=False,
+            soft_wrap=True,  # one line per failure, however long (greppable logs)
+        )
     if summary.items_failed:
         err.print(
             f"{summary.items_failed} item(s) failed; "
