@@ -31,9 +31,9 @@ from marketlake.cli.main import app
 from marketlake.errors import ConfigError
 from marketlake.schemas.conform import conform
 from marketlake.schemas.datasets import get_dataset
-from marketlake.sources.base import Source, SourceRequest
+from marketlake.sources.base import FILE_RANGE, Source, SourceRequest
 from marketlake.sources.registry import get_source, list_sources
-from tests import test_alpaca, test_crypto, test_sec, test_yahoo
+from tests import test_alpaca, test_crypto, test_reference, test_sec, test_yahoo
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,14 @@ CASES: dict[str, Case] = {
         lambda _s: test_crypto.tiingo_body(),
         credentials=("TIINGO_API_KEY",),
     ),
+    "nasdaq_trader": Case(
+        SourceRequest("US", ("ticker_metadata", "ticker_history"), *FILE_RANGE),
+        test_reference.nasdaq_contract_payload,
+    ),
+    "sp500": Case(
+        SourceRequest("SP500", ("index_constituents",), *FILE_RANGE),
+        test_reference.sp500_contract_payload,
+    ),
 }
 
 # Environment variables that configure a source but are not credentials (defaults apply).
@@ -133,7 +141,7 @@ NAMES = [info.name for info in list_sources()]
 def test_every_contract_case_is_a_registered_source() -> None:
     # a registered source without a Case still gets the registry/dataset checks below and
     # skips (with a reason) the payload checks until a Case is added here
-    assert set(CASES) <= set(NAMES)
+    assert set(CASES) == set(NAMES)
 
 
 def _no_network(*_a: Any, **_k: Any) -> Any:

@@ -235,6 +235,7 @@ def _execute(
     advance_watermark: bool = True,
 ) -> RunSummary:
     t0 = time.perf_counter()
+    _bind_lake(source, lake)
     if workers is None:
         workers = DEFAULT_WORKERS if _in_process_io(lake.writer.store) else REMOTE_WORKERS
     reporter = progress or NullProgress()
@@ -290,6 +291,14 @@ def _execute(
     summary.status = status
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _bind_lake(source: Source, lake: Any) -> None:
+    """Optional source hook: a source whose rows accumulate over stored ones (reference
+    listings) reads them from the lake in its fetch stage."""
+    bind = getattr(source, "bind_lake", None)
+    if callable(bind):
+        bind(lake)
 
 
 MIN_ITEMS_PER_PROCESS = 3000  # below this, spawning worker processes costs more than it saves

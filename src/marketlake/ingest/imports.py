@@ -28,6 +28,7 @@ from marketlake.ingest.batch import (
     FLUSH_SECONDS,
     IngestTarget,
     RunSummary,
+    _bind_lake,
     _describe,
     _in_process_io,
     _item,
@@ -118,6 +119,7 @@ def import_files(
                 source=source.name,
             )
     files = expand_paths(paths)
+    _bind_lake(source, lake)
     payloads = source.read_files(files)  # the default hook raises here: cannot import files
     run_id = run_id or _new_run_id()
     params = {

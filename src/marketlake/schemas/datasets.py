@@ -320,6 +320,95 @@ CRYPTO_BARS = Dataset(
     },
 )
 
+REFERENCE_TICKER_US = "US"
+"""Lake ticker under which US-wide reference tables (NASDAQ Trader universe) are stored."""
+
+TICKER_METADATA = Dataset(
+    name="ticker_metadata",
+    schema=pa.schema(
+        [
+            pa.field("first_seen", pa.date32(), nullable=False),
+            pa.field("symbol", pa.string(), nullable=False),
+            pa.field("name", pa.string()),
+            pa.field("exchange", pa.string()),
+            pa.field("is_etf", pa.bool_()),
+            pa.field("round_lot", pa.int64()),
+            pa.field("financial_status", pa.string()),
+            pa.field("last_seen", pa.date32(), nullable=False),
+            pa.field("delisted", pa.date32()),
+            pa.field("source", pa.string()),
+        ]
+    ),
+    key=("first_seen", "symbol"),
+    time_column="first_seen",
+    layout=SINGLE_FILE_LAYOUT,
+    description=(
+        "Listing intervals of a universe's symbols accumulated from daily symbol-directory "
+        "snapshots (stored under the universe as ticker, e.g. US); one row per listing interval."
+    ),
+    non_negative=("round_lot",),
+    columns_doc={
+        "first_seen": "date of the first snapshot listing the symbol (start of the interval)",
+        "symbol": "lake ticker (normalised: class shares with a dot, preferreds as X-PA)",
+        "exchange": "listing market, e.g. NYSE, NYSE Arca, Nasdaq Global Select",
+        "financial_status": "NASDAQ financial status code (N normal, D deficient, ...)",
+        "last_seen": "date of the latest snapshot listing the symbol in this interval",
+        "delisted": "first snapshot date on which the symbol was missing (null while listed)",
+    },
+)
+
+TICKER_HISTORY = Dataset(
+    name="ticker_history",
+    schema=pa.schema(
+        [
+            pa.field("date", pa.date32(), nullable=False),
+            pa.field("old_symbol", pa.string(), nullable=False),
+            pa.field("new_symbol", pa.string(), nullable=False),
+            pa.field("name", pa.string()),
+            pa.field("source", pa.string()),
+        ]
+    ),
+    key=("date", "old_symbol"),
+    time_column="date",
+    layout=SINGLE_FILE_LAYOUT,
+    description=(
+        "Symbol changes (renames) of a universe, derived from consecutive snapshots: a symbol "
+        "that disappears while a new one with the same security name appears."
+    ),
+    columns_doc={
+        "date": "snapshot date on which the new symbol replaced the old one",
+        "name": "security name shared by the old and the new symbol",
+    },
+)
+
+INDEX_CONSTITUENTS = Dataset(
+    name="index_constituents",
+    schema=pa.schema(
+        [
+            pa.field("start", pa.date32(), nullable=False),
+            pa.field("symbol", pa.string(), nullable=False),
+            pa.field("end", pa.date32()),
+            pa.field("name", pa.string()),
+            pa.field("sector", pa.string()),
+            pa.field("cik", pa.int64()),
+        ]
+    ),
+    key=("start", "symbol"),
+    time_column="start",
+    layout=SINGLE_FILE_LAYOUT,
+    description=(
+        "Index membership intervals, stored under the index as ticker (e.g. SP500): a symbol "
+        "is a member on day d when start <= d and (end is null or d < end)."
+    ),
+    columns_doc={
+        "start": "first session of membership (effective date of the addition)",
+        "end": "first session no longer a member (effective removal date); null = member",
+        "name": "company name (current members only)",
+        "sector": "GICS sector (current members only)",
+        "cik": "SEC central index key (current members only)",
+    },
+)
+
 _REGISTRY: dict[str, Dataset] = {}
 
 
@@ -340,6 +429,9 @@ for _ds in (
     BARS_MINUTE,
     FILINGS,
     CRYPTO_BARS,
+    TICKER_METADATA,
+    TICKER_HISTORY,
+    INDEX_CONSTITUENTS,
 ):
     register_dataset(_ds)
 

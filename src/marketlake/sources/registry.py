@@ -86,6 +86,22 @@ _SOURCES: dict[str, SourceInfo] = {
         description="Tiingo crypto prices per exchange (plus Tiingo's aggregate as exchange "
         "'tiingo'), with quote volume and trade counts; needs TIINGO_API_KEY.",
     ),
+    "nasdaq_trader": SourceInfo(
+        name="nasdaq_trader",
+        target="marketlake.sources.nasdaq_trader:NasdaqTraderSource",
+        datasets=("ticker_metadata", "ticker_history"),
+        settings=(),
+        description="NASDAQ Trader symbol directory: US listings (exchange, ETF, listing and "
+        "delisting dates accumulated from daily snapshots) and derived renames; ticker US.",
+    ),
+    "sp500": SourceInfo(
+        name="sp500",
+        target="marketlake.sources.sp500:Sp500Source",
+        datasets=("index_constituents",),
+        settings=(),
+        description="S&P 500 membership intervals from community CSVs (constituents, dated "
+        "changes, historical start/end); ticker SP500; no key.",
+    ),
 }
 
 
