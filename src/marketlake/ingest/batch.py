@@ -333,7 +333,7 @@ def _threads_per_process(local_store: bool, source: Source, workers: int, nproc:
     """Threads in each worker process: I/O-bound work (network source or remote store) gets its
     share of ``workers``; CPU-bound work (local store, offline source) gets two, since extra
     threads only fight over the interpreter lock (measured: 2 per process is fastest here)."""
-    share = max(2, workers // nproc)
+    share = max(1, workers // nproc)
     if local_store and not getattr(source, "network", False):
         return min(share, LOCAL_CPU_THREADS)
     return share
@@ -514,32 +514,54 @@ def _process(
                 )
             )
         return _Outcome(items, writes)
-    for d in req.datasets:
+    items, writes = _write_tables(
+        lake,
+        source.name,
+        run_id,
+        req.ticker,
+        req.datasets,
+        tables,
+        started,
+        where=f"from {source.name} for {req.start}..{req.end}",
+    )
+    return _Outcome(items, writes)
+
+
+def _write_tables(
+    target: Any,
+    source_name: str,
+    run_id: str,
+    ticker: str,
+    datasets: Sequence[str],
+    tables: dict[str, pa.Table],
+    started: str,
+    *,
+    where: str,
+    error_prefix: str = "",
+) -> tuple[list[RunItemRow], list[WriteResult]]:
+    """Write one ticker's parsed tables, one catalog item per dataset (shared by batches and
+    imports). A dataset without rows completes with the stored row count and writes nothing;
+    a failed write fails only its own item. ``where`` says where the rows came from (logs)."""
+    items: list[RunItemRow] = []
+    writes: list[WriteResult] = []
+    for d in datasets:
         table = tables.get(d)
         fetched = table.num_rows if table is not None else 0
         try:
             if table is None or fetched == 0:
-                log.info(
-                    "%s %s: no rows from %s for %s..%s",
-                    d,
-                    req.ticker,
-                    source.name,
-                    req.start,
-                    req.end,
-                )
-                meta = lake.meta(req.ticker, d)
+                log.info("%s %s: no rows %s", d, ticker, where)
+                meta = target.meta(ticker, d)
                 count = meta.row_count if meta else 0
-                items.append(
-                    _item(run_id, req.ticker, d, "completed", 0, 0, 0, count, None, started)
-                )
+                items.append(_item(run_id, ticker, d, "completed", 0, 0, 0, count, None, started))
                 continue
-            result = lake.writer.write(get_dataset(d), req.ticker, table, source=source.name)
+            result = target.writer.write(get_dataset(d), ticker, table, source=source_name)
             writes.append(result)
             log.info(
-                "%s %s: %d fetched, %d added, %d updated, %d rows total",
+                "%s %s: %d rows %s, %d added, %d updated, %d rows total",
                 d,
-                req.ticker,
+                ticker,
                 fetched,
+                where,
                 result.rows_added,
                 result.rows_updated,
                 result.row_count,
@@ -547,7 +569,7 @@ def _process(
             items.append(
                 _item(
                     run_id,
-                    req.ticker,
+                    ticker,
                     d,
                     "completed",
                     fetched,
@@ -559,10 +581,10 @@ def _process(
                 )
             )
         except Exception as exc:
-            message = _describe(exc)
-            log.warning("%s %s: failed: %s", d, req.ticker, message)
-            items.append(_item(run_id, req.ticker, d, "failed", fetched, 0, 0, 0, message, started))
-    return _Outcome(items, writes)
+            message = f"{error_prefix}{_describe(exc)}"
+            log.warning("%s %s: failed: %s", d, ticker, message)
+            items.append(_item(run_id, ticker, d, "failed", fetched, 0, 0, 0, message, started))
+    return items, writes
 
 
 def _item(

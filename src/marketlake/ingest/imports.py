@@ -19,8 +19,6 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import pyarrow as pa
-
 from marketlake.catalog import RunItemRow, utc_now_iso
 from marketlake.errors import MarketlakeError
 from marketlake.ingest.batch import (
@@ -34,6 +32,7 @@ from marketlake.ingest.batch import (
     _item,
     _new_run_id,
     _Target,
+    _write_tables,
 )
 from marketlake.ingest.progress import NullProgress, Progress
 from marketlake.ingest.writer import PartitionWriter, WriteResult
@@ -253,50 +252,17 @@ def _import_one(target: _Target, source: Source, payload: FilePayload, run_id: s
             ],
             [],
         )
-    items: list[RunItemRow] = []
-    writes: list[WriteResult] = []
-    for d in req.datasets:
-        table: pa.Table | None = tables.get(d)
-        fetched = table.num_rows if table is not None else 0
-        try:
-            if table is None or fetched == 0:
-                meta = target.meta(req.ticker, d)
-                count = meta.row_count if meta else 0
-                log.info("%s %s: no rows in %s", d, req.ticker, payload.origin)
-                items.append(
-                    _item(run_id, req.ticker, d, "completed", 0, 0, 0, count, None, started)
-                )
-                continue
-            result = target.writer.write(get_dataset(d), req.ticker, table, source=source.name)
-            writes.append(result)
-            log.info(
-                "%s %s: %d read from %s, %d added, %d updated, %d rows total",
-                d,
-                req.ticker,
-                fetched,
-                payload.origin,
-                result.rows_added,
-                result.rows_updated,
-                result.row_count,
-            )
-            items.append(
-                _item(
-                    run_id,
-                    req.ticker,
-                    d,
-                    "completed",
-                    fetched,
-                    result.rows_added,
-                    result.rows_updated,
-                    result.row_count,
-                    None,
-                    started,
-                )
-            )
-        except Exception as exc:
-            message = f"{payload.origin}: {_describe(exc)}"
-            log.warning("%s %s: failed: %s", d, req.ticker, message)
-            items.append(_item(run_id, req.ticker, d, "failed", fetched, 0, 0, 0, message, started))
+    items, writes = _write_tables(
+        target,
+        source.name,
+        run_id,
+        req.ticker,
+        req.datasets,
+        tables,
+        started,
+        where=f"in {payload.origin}",
+        error_prefix=f"{payload.origin}: ",
+    )
     return _Result(items, writes)
 
 
