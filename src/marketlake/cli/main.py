@@ -279,7 +279,13 @@ def _print_summary(summary: Any, retry: str | None = None) -> None:
 
 @app.command("import")
 def import_(
-    source: Annotated[str, typer.Argument(help="Source whose saved files to read: yahoo or sec.")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="Source whose saved files to read: yahoo, sec, alpaca, binance, kraken, "
+            "coinbase or tiingo_crypto."
+        ),
+    ],
     paths: Annotated[
         list[Path],
         typer.Argument(
@@ -313,6 +319,15 @@ def import_(
     yahoo: chart API JSON bodies or node-yahoo-finance2 recordings (ticker from meta.symbol).
 
     sec: companyfacts / submissions JSONs, SEC's nightly companyfacts.zip / submissions.zip.
+
+    alpaca: /v2/stocks/bars pages (tickers from the symbol keys, or 'symbol').
+
+    tiingo_crypto: /tiingo/crypto/prices bodies (pair from baseCurrency/quoteCurrency).
+
+    kraken: OHLC bodies (pair from the result key, XXBTZUSD = BTC-USD).
+
+    binance: klines arrays, coinbase: candles; they do not name their pair, so the file (or its
+    directory) is named after it: BTCUSDT-1d.json or BTC-USDT.json, BTC-USD-1d.json.
 
     Rows equal what 'marketlake ingest' writes for the same payloads (same parser and writer).
 

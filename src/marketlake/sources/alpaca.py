@@ -37,14 +37,17 @@ import math
 import os
 import threading
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
-from marketlake.errors import ConfigError, NoDataError, SourceError
+from marketlake.errors import ConfigError, MarketlakeError, NoDataError, SourceError
 from marketlake.schemas.datasets import BARS_MINUTE
-from marketlake.sources.base import Source, SourceRequest
+from marketlake.schemas.tickers import normalize_ticker
+from marketlake.sources.base import FILE_RANGE, FilePayload, Source, SourceRequest
+from marketlake.sources.files import iter_documents, load_json
 
 if TYPE_CHECKING:  # httpx is imported only when a client is needed
     from marketlake.sources.http import HttpClient
@@ -272,6 +275,71 @@ class AlpacaSource(Source):
             schema=BARS_MINUTE.schema,
         )
         return {"bars_minute": table}
+
+    # --- files (``marketlake import``) --------------------------------------------------------
+
+    def read_files(self, paths: Sequence[Path]) -> Iterator[FilePayload]:
+        """Saved ``/v2/stocks/bars`` pages -> one payload per symbol (no network).
+
+        Each file (``.json``, gzip-compressed, or a ``.zip`` member) is one page as Alpaca
+        answered it: the multi-symbol shape ``{"bars": {"AAPL": [...], "MSFT": [...]}}`` gives a
+        payload per symbol key, the single-symbol shape ``{"bars": [...], "symbol": "AAPL"}`` one
+        for ``symbol`` (a saved :meth:`fetch` result ``{"symbol", "pages"}`` is read too). Several
+        pages of a symbol in several files add up. A page with no bars at all is skipped (not an
+        error); a file that is not a bars page, or a single-symbol page without ``symbol``,
+        fails alone with a message naming it.
+        """
+        for doc in iter_documents(paths):
+            if doc.data is None:
+                yield FilePayload.failed(doc.origin, doc.error or "cannot read")
+                continue
+            try:
+                body = load_json(doc.data, doc.origin)
+                found = _file_symbols(body, doc.origin)
+            except MarketlakeError as exc:
+                yield FilePayload.failed(doc.origin, str(exc))
+                continue
+            if not found:
+                yield FilePayload.skipped(doc.origin, "an Alpaca bars page with no bars")
+            for ticker, raw in found:
+                request = SourceRequest(ticker, self.datasets, *FILE_RANGE)
+                yield FilePayload(doc.origin, request, raw)
+
+
+def _file_symbols(body: Any, origin: str) -> list[tuple[str, Any]]:
+    """``(lake ticker, raw for parse)`` per symbol of one saved bars page (or fetch result)."""
+    if isinstance(body, Mapping) and "pages" in body and "bars" not in body:
+        symbol = body.get("symbol")
+        if not isinstance(symbol, str) or not symbol:
+            raise SourceError(f"{origin}: a saved Alpaca fetch result needs a 'symbol' string")
+        ticker = normalize_ticker(symbol)
+        return [(ticker, {**body, "symbol": ticker})]
+    if not isinstance(body, Mapping) or "bars" not in body:
+        keys = sorted(map(str, body))[:8] if isinstance(body, Mapping) else type(body).__name__
+        raise SourceError(
+            f"{origin}: not an Alpaca /v2/stocks/bars page (expected {{'bars': ...}}; got {keys})"
+        )
+    bars = body["bars"]
+    if bars is None:
+        return []
+    if isinstance(bars, list):
+        symbol = body.get("symbol")
+        if not isinstance(symbol, str) or not symbol:
+            raise SourceError(
+                f"{origin}: a single-symbol Alpaca bars page ('bars' is a list) needs its "
+                "'symbol' to tell the ticker"
+            )
+        ticker = normalize_ticker(symbol)
+        return [(ticker, {"bars": {ticker: bars}})] if bars else []
+    if not isinstance(bars, Mapping):
+        raise SourceError(f"{origin}: Alpaca 'bars' must be a dict of symbols or a list")
+    out: dict[str, list[Any]] = {}
+    for symbol, rows in bars.items():
+        if not isinstance(rows, list):
+            raise SourceError(f"{origin}: Alpaca bars of {symbol!r} must be a list")
+        if rows:
+            out.setdefault(normalize_ticker(symbol), []).extend(rows)
+    return [(t, {"bars": {t: rows}}) for t, rows in out.items()]
 
 
 def _page_bars(page: Any, symbol: str) -> list[Any]:

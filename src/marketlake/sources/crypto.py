@@ -32,7 +32,10 @@ Interval: each source collects one bar interval (``interval="1d"`` by default, `
 
 Each source's ``fetch`` is its only I/O (paginating as the venue requires) and returns
 ``{"pair", "symbol", "interval", "fetched_at", "pages": [body, ...]}``; ``parse`` is pure and also
-reads one bare venue body (a response saved to a file).
+reads one bare venue body (a response saved to a file). ``read_files`` (``marketlake import``)
+tells the pair of a saved body: Tiingo's ``baseCurrency``/``quoteCurrency``, Kraken's ``result``
+key; Binance klines and Coinbase candles do not carry it, so the file (or its directory, or its
+zip archive) is named after it (``BTCUSDT-1d.json``, ``BTC-USD.json``).
 """
 
 from __future__ import annotations
@@ -41,10 +44,12 @@ import datetime as dt
 import logging
 import math
 import os
+import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
@@ -52,12 +57,14 @@ import pyarrow as pa
 from marketlake.errors import (
     ConfigError,
     InvalidTickerError,
+    MarketlakeError,
     NoDataError,
     SourceError,
     TransientSourceError,
 )
 from marketlake.schemas.datasets import CRYPTO_BARS
-from marketlake.sources.base import Source, SourceRequest
+from marketlake.sources.base import FILE_RANGE, FilePayload, Source, SourceRequest
+from marketlake.sources.files import Document, iter_documents, load_json
 
 if TYPE_CHECKING:  # httpx is imported only when a client is needed
     from marketlake.sources.http import HttpClient
@@ -69,6 +76,7 @@ __all__ = [
     "KrakenSource",
     "Pair",
     "TiingoCryptoSource",
+    "kraken_pair",
     "parse_pair",
     "venue_symbol",
 ]
@@ -162,6 +170,107 @@ def _opt_num(value: Any, what: str, where: str) -> float | None:
 
 def _opt_int(value: Any, what: str, where: str) -> int | None:
     return None if value is None else round(_num(value, what, where))
+
+
+# --- pairs of saved files (``marketlake import``) ----------------------------------------------
+
+_BINANCE_QUOTES = (
+    "USDT", "USDC", "FDUSD", "BUSD", "TUSD", "USDP", "DAI", "USD", "BTC", "ETH", "BNB", "XRP",
+    "TRX", "DOGE", "EUR", "GBP", "TRY", "BRL", "JPY", "AUD", "RUB", "UAH", "ZAR", "PLN", "RON",
+    "ARS", "MXN", "COP", "CZK", "IDR", "NGN",
+)  # fmt: skip
+_KRAKEN_QUOTES = (
+    "ZUSD", "ZEUR", "ZGBP", "ZJPY", "ZCAD", "ZAUD", "ZCHF", "XXBT", "XETH", "PYUSD", "USDT",
+    "USDC", "USD", "EUR", "GBP", "JPY", "CAD", "AUD", "CHF", "AED", "XBT", "ETH", "DAI", "DOT",
+)  # fmt: skip
+_FROM_KRAKEN = {v: k for k, v in _KRAKEN_ASSETS.items()}
+_COINBASE_QUOTES = (
+    "USD", "USDC", "USDT", "EUR", "GBP", "BTC", "ETH", "DAI", "SOL", "PYUSD", "DOGE",
+)  # fmt: skip
+_NAME_TOKENS = re.compile(r"[-_ ]+")
+_DASHED = re.compile(r"^([A-Z0-9]+)-([A-Z0-9]+)(?:$|[-_ ])")
+
+
+def _split_symbol(symbol: str, quotes: Sequence[str]) -> tuple[str, str] | None:
+    """``"BTCUSDT"`` -> ``("BTC", "USDT")`` by the longest known quote-asset suffix."""
+    for quote in sorted(quotes, key=len, reverse=True):
+        if symbol.endswith(quote) and len(symbol) > len(quote):
+            return symbol[: -len(quote)], quote
+    return None
+
+
+def _name_stems(doc: Document) -> list[str]:
+    """Names that may carry a pair, nearest first: the file (or zip member), its directory,
+    the zip archive; each without its extensions (``BTC-USD-1d.json.gz`` -> ``BTC-USD-1d``)."""
+    names = [doc.name]
+    if doc.member is not None:
+        parent = PurePosixPath(doc.member).parent.name
+        if parent:
+            names.append(parent)
+        if doc.archive is not None:
+            names.append(doc.archive.name)
+    else:
+        names.append(Path(doc.origin).parent.name)
+    return [n.split(".", 1)[0] for n in names if n and n.split(".", 1)[0]]
+
+
+def _dashed_pair(stem: str, quotes: Sequence[str]) -> Pair | None:
+    """The pair at the start of a name, ``BTC-USD`` / ``btc-usd-1d-2024`` (any case; the quote
+    must be one of ``quotes``, the base must hold a letter)."""
+    match = _DASHED.match(stem.upper())
+    if match is None or match.group(2) not in quotes or match.group(1).isdigit():
+        return None
+    return Pair(match.group(1), match.group(2))
+
+
+def _binance_name_pair(stem: str) -> Pair | None:
+    """``BTCUSDT...`` (upper case, as Binance spells it) or ``BTC-USDT...`` -> the pair."""
+    dashed = _dashed_pair(stem, _BINANCE_QUOTES)
+    if dashed is not None:
+        return dashed
+    head = _NAME_TOKENS.split(stem)[0]
+    if not head.isalnum() or head != head.upper():
+        return None
+    split = _split_symbol(head, _BINANCE_QUOTES)
+    return Pair(*split) if split else None
+
+
+def _coinbase_name_pair(stem: str) -> Pair | None:
+    """``BTC-USD...`` (a Coinbase product id, any case) -> the pair."""
+    return _dashed_pair(stem, _COINBASE_QUOTES)
+
+
+def _pair_from_names(doc: Document, read: Callable[[str], Pair | None], rule: str) -> Pair:
+    """The first pair ``read`` finds in the names of ``doc`` (see :func:`_name_stems`)."""
+    for stem in _name_stems(doc):
+        pair = read(stem)
+        if pair is not None:
+            return pair
+    raise SourceError(f"{doc.origin}: the body does not say its pair, so {rule}")
+
+
+def kraken_pair(key: str) -> Pair:
+    """Kraken's pair name (as keyed in OHLC results) -> the lake pair.
+
+    ``XXBTZUSD`` -> ``BTC-USD``, ``XETHXXBT`` -> ``ETH-BTC``, ``XBTUSDT`` -> ``BTC-USDT``,
+    ``XDGUSD`` -> ``DOGE-USD``, ``SOLUSD`` -> ``SOL-USD``, ``USDTZUSD`` -> ``USDT-USD``.
+
+    Raises
+    ------
+    SourceError
+        No known quote asset ends the name.
+    """
+    k = key.strip().upper()
+    if len(k) == 8 and k[0] in "XZ" and k[4] in "XZ" and k.isalpha():
+        base, quote = k[1:4], k[5:]  # legacy names: X + 3-letter asset, X/Z + 3-letter asset
+    else:
+        split = _split_symbol(k, _KRAKEN_QUOTES) if k.isalnum() else None
+        if split is None:
+            raise SourceError(f"cannot tell the pair of Kraken's {key!r} (no known quote asset)")
+        base, quote = split
+        if len(quote) == 4 and quote[0] in "XZ" and quote != "USDT" and quote != "USDC":
+            quote = quote[1:]
+    return parse_pair(f"{_FROM_KRAKEN.get(base, base)}-{_FROM_KRAKEN.get(quote, quote)}")
 
 
 class _Rows:
@@ -270,6 +379,44 @@ class _CryptoSource(Source):
             "pages": pages,
         }
 
+    # --- files (``marketlake import``) ---------------------------------------------------------
+
+    def read_files(self, paths: Sequence[Path]) -> Iterator[FilePayload]:
+        """Saved venue responses -> one payload per pair (no network; see each source).
+
+        Every file (``.json``, gzip-compressed, or a ``.zip`` member) is one bare venue body, or
+        a saved :meth:`fetch` result (``{"pair", "pages", "fetched_at", ...}``: the pair is its
+        ``pair``). A file whose pair cannot be told, or that is not the venue's shape, fails
+        alone with a message naming it. A bare body carries no fetch time, so a bar that was
+        still open when the body was saved is kept (Kraken excepted: its ``last`` marks it).
+        """
+        for doc in iter_documents(paths):
+            if doc.data is None:
+                yield FilePayload.failed(doc.origin, doc.error or "cannot read")
+                continue
+            try:
+                body = load_json(doc.data, doc.origin)
+                if isinstance(body, Mapping) and {"pair", "pages", "fetched_at"} <= set(body):
+                    found = [(parse_pair(str(body["pair"])), body)]
+                else:
+                    found = self._file_pairs(doc, body)
+            except MarketlakeError as exc:
+                yield FilePayload.failed(doc.origin, str(exc))
+                continue
+            for pair, raw in found:
+                request = SourceRequest(str(pair), self.datasets, *FILE_RANGE)
+                yield FilePayload(doc.origin, request, raw)
+
+    def _file_pairs(self, doc: Document, body: Any) -> list[tuple[Pair, Any]]:
+        """``(pair, raw for parse)`` per pair of one saved bare body.
+
+        Raises
+        ------
+        MarketlakeError
+            The body is not the venue's shape, or its pair cannot be told.
+        """
+        raise SourceError(f"{doc.origin}: {self.name} cannot read saved responses")
+
     def _unpack(self, request: SourceRequest, raw: Any) -> tuple[list[Any], int, float | None]:
         """(pages, interval seconds, fetched_at) from :meth:`fetch`'s dict or one bare body."""
         if isinstance(raw, Mapping) and "pages" in raw and "fetched_at" in raw:
@@ -374,6 +521,26 @@ class BinanceSource(_CryptoSource):
                 )
             cursor = last_open + step_ms
         return self._raw(pair, symbol, pages, now)
+
+    def _file_pairs(self, doc: Document, body: Any) -> list[tuple[Pair, Any]]:
+        """A saved klines array: its pair comes from the file name (klines do not carry it).
+
+        The name (else its directory's, else the zip archive's) starts with the Binance symbol
+        in upper case, ``BTCUSDT`` / ``BTCUSDT-1d-2024-04`` (split at the longest known quote
+        asset: USDT, USDC, FDUSD, BTC, ETH, BNB, EUR, TRY, ...), or with the lake pair,
+        ``BTC-USDT...`` (any case).
+        """
+        if not isinstance(body, list):
+            kind = sorted(map(str, body))[:8] if isinstance(body, Mapping) else type(body).__name__
+            raise SourceError(
+                f"{doc.origin}: not a Binance klines array (expected [[openTime, open, ...], "
+                f"...]; got {kind})"
+            )
+        rule = (
+            "name the file (or its directory) after the Binance symbol or the pair: "
+            "BTCUSDT-1d.json, BTCUSDT/2024.json or BTC-USDT.json"
+        )
+        return [(_pair_from_names(doc, _binance_name_pair, rule), body)]
 
     def parse(self, request: SourceRequest, raw: Any) -> dict[str, pa.Table]:
         """Klines -> ``crypto_bars`` rows (``quote_volume`` and ``trade_count`` filled)."""
@@ -493,6 +660,16 @@ class KrakenSource(_CryptoSource):
             since = last
         return self._raw(pair, symbol, pages, now)
 
+    def _file_pairs(self, doc: Document, body: Any) -> list[tuple[Pair, Any]]:
+        """A saved OHLC body: the pair is its ``result`` key (``XXBTZUSD`` -> ``BTC-USD``, see
+        :func:`kraken_pair`); a body holding Kraken's ``error`` list fails with it."""
+        _kraken_result(body, doc.origin, doc.origin)  # Kraken's own error, or a malformed body
+        keys = [str(k) for k in body["result"] if k != "last"]
+        try:
+            return [(kraken_pair(keys[0]), body)]
+        except MarketlakeError as exc:
+            raise SourceError(f"{doc.origin}: {exc}") from None
+
     def parse(self, request: SourceRequest, raw: Any) -> dict[str, pa.Table]:
         """OHLC rows -> ``crypto_bars`` (uncommitted bar dropped, ``trade_count`` filled)."""
         pages, interval_s, fetched_at = self._unpack(request, raw)
@@ -576,6 +753,24 @@ class CoinbaseSource(_CryptoSource):
             pages.append(body)
             lo = upper
         return self._raw(pair, product, pages, now)
+
+    def _file_pairs(self, doc: Document, body: Any) -> list[tuple[Pair, Any]]:
+        """Saved candles (Exchange ``[[time, low, high, open, close, volume], ...]`` or Advanced
+        Trade ``{"candles": [...]}``): neither names its product, so the file name (else its
+        directory's, else the zip archive's) starts with the product id, ``BTC-USD...`` (quote
+        USD, USDC, USDT, EUR, GBP, BTC, ETH, DAI, ...)."""
+        if isinstance(body, Mapping) and "candles" not in body:
+            message = body.get("message") or body.get("error") or sorted(map(str, body))[:8]
+            raise SourceError(f"{doc.origin}: not a Coinbase candles response ({message})")
+        if not isinstance(body, (list, Mapping)):
+            raise SourceError(
+                f"{doc.origin}: not a Coinbase candles response (got {type(body).__name__})"
+            )
+        rule = (
+            "name the file (or its directory) after the product id: BTC-USD.json, "
+            "BTC-USD-1d-2024.json or BTC-USD/2024.json"
+        )
+        return [(_pair_from_names(doc, _coinbase_name_pair, rule), body)]
 
     def parse(self, request: SourceRequest, raw: Any) -> dict[str, pa.Table]:
         """Candles -> ``crypto_bars`` rows (any order in; sorted by time out)."""
@@ -733,6 +928,36 @@ class TiingoCryptoSource(_CryptoSource):
                 ticker=str(pair),
             )
         return self._raw(pair, symbol, pages, now)
+
+    def _file_pairs(self, doc: Document, body: Any) -> list[tuple[Pair, Any]]:
+        """A saved ``/tiingo/crypto/prices`` body: one payload per entry, its pair from the
+        entry's ``baseCurrency`` / ``quoteCurrency`` (``btc``/``usd`` -> ``BTC-USD``)."""
+        if not isinstance(body, list):
+            detail = body.get("detail") if isinstance(body, Mapping) else None
+            got = f"Tiingo answered {detail!r}" if detail else f"got {type(body).__name__}"
+            raise SourceError(
+                f"{doc.origin}: not a Tiingo crypto prices response (expected a list of "
+                f"{{ticker, baseCurrency, quoteCurrency, priceData, ...}}; {got})"
+            )
+        out: list[tuple[Pair, Any]] = []
+        for i, entry in enumerate(body):
+            base = entry.get("baseCurrency") if isinstance(entry, Mapping) else None
+            quote = entry.get("quoteCurrency") if isinstance(entry, Mapping) else None
+            if not isinstance(entry, Mapping) or not isinstance(base, str) or not quote:
+                raise SourceError(
+                    f"{doc.origin}: Tiingo entry {i} has no baseCurrency/quoteCurrency to tell "
+                    "its pair"
+                )
+            pair = parse_pair(f"{base}-{quote}")
+            symbol = venue_symbol("tiingo", pair)
+            ticker = entry.get("ticker", symbol)
+            if str(ticker).lower() != symbol:
+                raise SourceError(
+                    f"{doc.origin}: Tiingo entry {i}: ticker {ticker!r} does not match "
+                    f"baseCurrency {base!r} + quoteCurrency {quote!r}"
+                )
+            out.append((pair, [{**entry, "ticker": symbol}]))
+        return out
 
     def parse(self, request: SourceRequest, raw: Any) -> dict[str, pa.Table]:
         """Per-exchange rows (and the aggregate) -> ``crypto_bars``."""
