@@ -33,7 +33,7 @@ from marketlake.schemas.conform import conform
 from marketlake.schemas.datasets import get_dataset
 from marketlake.sources.base import FILE_RANGE, Source, SourceRequest
 from marketlake.sources.registry import get_source, list_sources
-from tests import test_alpaca, test_crypto, test_reference, test_sec, test_yahoo
+from tests import test_alpaca, test_crypto, test_reference, test_sec, test_tiingo, test_yahoo
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,11 @@ CASES: dict[str, Case] = {
             [test_crypto.DAY0 + i * 86_400, 66000.5, 66100.0, 66050.0, 66075.25, 3.5]
             for i in (2, 1, 0)  # newest first, as Coinbase answers
         ],
+    ),
+    "tiingo": Case(
+        test_tiingo.req(test_tiingo.ALL),
+        test_tiingo.contract_payload,
+        credentials=("TIINGO_API_KEY",),
     ),
     "tiingo_crypto": Case(
         test_crypto.req("BTC-USD", test_crypto.MAY1, test_crypto.MAY2),

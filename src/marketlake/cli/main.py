@@ -324,6 +324,8 @@ def import_(
 
     tiingo_crypto: /tiingo/crypto/prices bodies (pair from baseCurrency/quoteCurrency).
 
+    tiingo: daily prices (JSON or CSV) / IEX answers named TICKER.json or TICKER_*.csv.
+
     kraken: OHLC bodies (pair from the result key, XXBTZUSD = BTC-USD).
 
     binance: klines arrays, coinbase: candles; they do not name their pair, so the file (or its

@@ -54,6 +54,14 @@ _SOURCES: dict[str, SourceInfo] = {
         description="Alpaca market data v2: raw 1-minute US stock bars with VWAP and trade "
         "counts (ALPACA_FEED=iex free, sip paid); needs APCA_API_KEY_ID and APCA_API_SECRET_KEY.",
     ),
+    "tiingo": SourceInfo(
+        name="tiingo",
+        target="marketlake.sources.tiingo:TiingoSource",
+        datasets=("prices", "corporate_actions", "bars_minute"),
+        settings=("TIINGO_API_KEY",),
+        description="Tiingo equities: raw daily EOD OHLCV with Tiingo's adjusted close, "
+        "dividends and splits, IEX-only 1-minute bars; needs TIINGO_API_KEY.",
+    ),
     "binance": SourceInfo(
         name="binance",
         target="marketlake.sources.crypto:BinanceSource",
