@@ -318,3 +318,15 @@ def test_cli_import(tmp_path: Path) -> None:
         res = runner.invoke(app, [*args, "--lake", lake])
         assert res.exit_code == code and text in res.output, res.output
         assert "Traceback" not in res.output
+
+
+def test_directories_expand_to_vendor_text_files_too(tmp_path: Path) -> None:
+    from marketlake.sources.files import expand_paths
+
+    for name in ("nasdaqlisted.txt", "constituents.csv", "a.json", ".hidden.json", "notes.md"):
+        (tmp_path / name).write_text("x")
+    assert [p.name for p in expand_paths([tmp_path])] == [
+        "a.json",
+        "constituents.csv",
+        "nasdaqlisted.txt",
+    ]

@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 _GZIP_MAGIC = b"\x1f\x8b"
-_SUFFIXES = (".json", ".json.gz", ".gz", ".zip")
+_SUFFIXES = (".json", ".json.gz", ".gz", ".zip", ".csv", ".txt")
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,8 @@ class Document:
 
 def expand_paths(paths: Sequence[Path | str]) -> list[Path]:
     """Check that every path exists and expand directories (their ``*.json``, ``*.json.gz``,
-    ``*.gz`` and ``*.zip`` files, recursively, sorted; hidden files skipped).
+    ``*.gz``, ``*.zip``, ``*.csv`` and ``*.txt`` files — vendor JSON, constituent CSVs, NASDAQ
+    Trader symbol files — recursively, sorted; hidden files skipped).
 
     Raises
     ------
@@ -75,7 +76,9 @@ def expand_paths(paths: Sequence[Path | str]) -> list[Path]:
                 and p.name.lower().endswith(_SUFFIXES)
             )
             if not found:
-                raise SourceError(f"directory {path} holds no .json, .json.gz or .zip files")
+                raise SourceError(
+                    f"directory {path} holds no .json, .json.gz, .zip, .csv or .txt files"
+                )
             out.extend(found)
         else:
             out.append(path)
