@@ -348,7 +348,7 @@ def test_parse_does_no_io(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(httpx.Client, "send", no_network)
     monkeypatch.setattr(source, "_client", None)  # a client would need SEC_USER_AGENT
     tables = source.parse(request, raw)
-    assert set(tables) == set(source.datasets)
+    assert set(tables) == set(request.datasets)
     for name, table in tables.items():
         dataset = get_dataset(name)
         assert table.schema == dataset.schema
@@ -363,7 +363,7 @@ def test_parse_does_no_io(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_registry_lists_sec() -> None:
     info = {s.name: s for s in list_sources()}["sec"]
-    assert info.datasets == ("fundamentals", "filings")
+    assert info.datasets == ("fundamentals", "filings", "ticker_metadata")
     assert info.settings == ("SEC_USER_AGENT",)
     assert isinstance(get_source("sec"), SecEdgarSource)
 

@@ -44,6 +44,9 @@ class Case:
     payload: Callable[[Source], Any]
     options: dict[str, Any] = field(default_factory=dict)
     credentials: tuple[str, ...] = ()
+    # further (request, payload) pairs when one request cannot fill every dataset (sec: the
+    # ticker <-> CIK reference lives under ticker SEC, fundamentals under company tickers)
+    more: tuple[tuple[SourceRequest, Callable[[Source], Any]], ...] = ()
 
 
 def _yahoo_payload(_src: Source) -> Any:
@@ -99,6 +102,12 @@ CASES: dict[str, Case] = {
         SourceRequest("MUR", ("fundamentals", "filings"), *test_sec.RECENT),
         _sec_payload,
         credentials=("SEC_USER_AGENT",),
+        more=(
+            (
+                SourceRequest("SEC", ("ticker_metadata",), *FILE_RANGE),
+                lambda _s: {"tickers": [("2026-11-20", test_sec.load("company_tickers.json"))]},
+            ),
+        ),
     ),
     "alpaca": Case(
         test_alpaca.request(),
@@ -175,21 +184,28 @@ def test_source_contract(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
         pytest.skip(f"no contract payload for source {name!r} yet: add a Case to CASES")
     assert set(case.credentials) <= set(src.settings)
     assert set(src.settings) - set(case.credentials) <= OPTIONAL_SETTINGS
-    assert case.request.ticker and set(case.request.datasets) == set(src.datasets)
+    pairs = [(case.request, case.payload), *case.more]
+    assert all(r.ticker for r, _ in pairs)
+    assert set().union(*(r.datasets for r, _ in pairs)) == set(src.datasets)
 
-    raw = case.payload(src)
-    _block_network(monkeypatch)
-    tables = src.parse(case.request, raw)
-    # the representative payload fills every declared dataset, each exactly canonical
-    assert set(tables) == set(src.datasets)
-    for dataset, table in tables.items():
-        ds = get_dataset(dataset)
-        assert isinstance(table, pa.Table) and table.num_rows > 0
-        assert table.schema == ds.schema, f"{name} {dataset}: schema differs"
-        assert conform(table, ds, case.request.ticker).equals(table)
-    # parse is deterministic (pure): the same payload gives the same tables
-    again = src.parse(case.request, raw)
-    assert all(again[d].equals(t) for d, t in tables.items())
+    filled: set[str] = set()
+    for request, payload in pairs:
+        raw = payload(src)
+        with monkeypatch.context() as mp:
+            _block_network(mp)
+            tables = src.parse(request, raw)
+            again = src.parse(request, raw)
+        assert set(tables) == set(request.datasets)
+        filled |= set(tables)
+        for dataset, table in tables.items():
+            ds = get_dataset(dataset)
+            assert isinstance(table, pa.Table) and table.num_rows > 0
+            assert table.schema == ds.schema, f"{name} {dataset}: schema differs"
+            assert conform(table, ds, request.ticker).equals(table)
+        # parse is deterministic (pure): the same payload gives the same tables
+        assert all(again[d].equals(t) for d, t in tables.items())
+    # the representative payloads fill every declared dataset, each exactly canonical
+    assert filled == set(src.datasets)
 
 
 @pytest.mark.parametrize("name", [n for n, c in CASES.items() if c.credentials])

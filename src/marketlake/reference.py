@@ -1,4 +1,4 @@
-"""Reference data: US listings (NASDAQ Trader) and index membership (S&P 500).
+"""Reference data: US listings (NASDAQ Trader), ticker <-> CIK (SEC), index membership (S&P 500).
 
 Reference tables reuse the per-ticker machinery: they are written under a universe or index
 name in the ticker slot (``ticker_metadata``/``ticker_history`` under ``US``,
@@ -9,7 +9,9 @@ name in the ticker slot (``ticker_metadata``/``ticker_history`` under ``US``,
 Listing intervals accumulate over the stored rows, so the NASDAQ Trader source reads them in
 its I/O stage: the batch and import paths call its ``bind_lake`` hook (see the source's module
 docstring). This module holds the helpers: :func:`update_listings` (fetch today's snapshot and
-apply it), :func:`update_index` and :func:`members` (who was in an index on a date).
+apply it), :func:`update_index` and :func:`members` (who was in an index on a date), and
+:func:`cik_for` / :func:`ticker_for_cik` (SEC's ticker <-> CIK intervals stored under ``SEC`` by
+the ``sec`` source: ``marketlake ingest --source sec --tickers SEC --datasets ticker_metadata``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from marketlake.schemas.datasets import REFERENCE_TICKER_US, get_dataset
+from marketlake.schemas.datasets import REFERENCE_TICKER_SEC, REFERENCE_TICKER_US, get_dataset
 from marketlake.schemas.tickers import normalize_ticker
 from marketlake.sources.base import FILE_RANGE
 from marketlake.storage.meta import meta_key
@@ -32,7 +34,14 @@ if TYPE_CHECKING:
     from marketlake.sources.nasdaq_trader import NasdaqTraderSource
     from marketlake.sources.sp500 import Sp500Source
 
-__all__ = ["members", "stored_table", "update_index", "update_listings"]
+__all__ = [
+    "cik_for",
+    "members",
+    "stored_table",
+    "ticker_for_cik",
+    "update_index",
+    "update_listings",
+]
 
 
 def stored_table(lake: Any, ticker: str, dataset: str) -> pa.Table | None:
@@ -110,3 +119,50 @@ def members(lake: Lake, index: str, day: dt.date | str) -> list[str]:
         pc.or_kleene(pc.is_null(end), pc.greater(end, when_scalar)),
     )
     return sorted(set(table.filter(mask).column("symbol").to_pylist()))
+
+
+def _sec_intervals(lake: Any, day: dt.date | str | None) -> list[dict[str, Any]]:
+    """SEC ticker intervals (with a CIK) valid on ``day``, or open now when ``day`` is None."""
+    table = stored_table(lake, REFERENCE_TICKER_SEC, "ticker_metadata")
+    if table is None:
+        return []
+    rows = [r for r in table.to_pylist() if r["cik"] is not None]
+    if day is None:
+        return [r for r in rows if r["delisted"] is None]
+    when = dt.date.fromisoformat(day) if isinstance(day, str) else day
+    return [
+        r
+        for r in rows
+        if r["first_seen"] <= when and (r["delisted"] is None or when < r["delisted"])
+    ]
+
+
+def cik_for(lake: Any, ticker: str, day: dt.date | str | None = None) -> int | None:
+    """SEC CIK of ``ticker`` from the stored ``SEC`` intervals, or None when unknown.
+
+    With ``day``, the interval holding it (``first_seen <= day`` and ``day < delisted`` or not
+    delisted); without, the ticker's open interval (listed in the latest snapshot). Days before
+    the first stored snapshot are unknown (None).
+    """
+    symbol = normalize_ticker(ticker)
+    hits = [r for r in _sec_intervals(lake, day) if r["symbol"] == symbol]
+    if not hits:
+        return None
+    cik: int = max(hits, key=lambda r: r["first_seen"])["cik"]
+    return cik
+
+
+def ticker_for_cik(lake: Any, cik: int | str, day: dt.date | str | None = None) -> str | None:
+    """Ticker of SEC ``cik`` from the stored ``SEC`` intervals, or None when it has none.
+
+    ``day`` as in :func:`cik_for`. A company with several tickers (share classes, units,
+    warrants, preferreds) gets a plain symbol (no ``.``/``-``) before a suffixed one, then
+    the alphabetically first (``GOOG`` before ``GOOGL``, ``BRK.A`` before ``BRK.B``).
+    """
+    from marketlake.sources.sec import parse_cik
+
+    number = parse_cik(cik)
+    symbols: list[str] = [r["symbol"] for r in _sec_intervals(lake, day) if r["cik"] == number]
+    if not symbols:
+        return None
+    return min(symbols, key=lambda s: ("." in s or "-" in s, s))

@@ -323,6 +323,9 @@ CRYPTO_BARS = Dataset(
 REFERENCE_TICKER_US = "US"
 """Lake ticker under which US-wide reference tables (NASDAQ Trader universe) are stored."""
 
+REFERENCE_TICKER_SEC = "SEC"
+"""Lake ticker under which SEC's ticker <-> CIK intervals (``company_tickers.json``) are stored."""
+
 TICKER_METADATA = Dataset(
     name="ticker_metadata",
     schema=pa.schema(
@@ -337,6 +340,7 @@ TICKER_METADATA = Dataset(
             pa.field("last_seen", pa.date32(), nullable=False),
             pa.field("delisted", pa.date32()),
             pa.field("source", pa.string()),
+            pa.field("cik", pa.int64()),
         ]
     ),
     key=("first_seen", "symbol"),
@@ -344,7 +348,8 @@ TICKER_METADATA = Dataset(
     layout=SINGLE_FILE_LAYOUT,
     description=(
         "Listing intervals of a universe's symbols accumulated from daily symbol-directory "
-        "snapshots (stored under the universe as ticker, e.g. US); one row per listing interval."
+        "snapshots (stored under the universe as ticker: US for NASDAQ Trader, SEC for SEC's "
+        "ticker <-> CIK file); one row per listing interval."
     ),
     non_negative=("round_lot",),
     columns_doc={
@@ -354,6 +359,7 @@ TICKER_METADATA = Dataset(
         "financial_status": "NASDAQ financial status code (N normal, D deficient, ...)",
         "last_seen": "date of the latest snapshot listing the symbol in this interval",
         "delisted": "first snapshot date on which the symbol was missing (null while listed)",
+        "cik": "SEC Central Index Key of the company (rows under SEC; null in NASDAQ rows)",
     },
 )
 

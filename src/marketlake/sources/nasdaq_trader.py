@@ -34,7 +34,11 @@ snapshot of date D to the stored rows: a symbol without an open interval starts 
 (``first_seen = last_seen = D``; a symbol that re-appears after a delisting therefore gets a
 *new* row); an open interval of a listed symbol gets ``last_seen = D`` and the snapshot's name,
 exchange, ETF flag, round lot and financial status; an open interval whose symbol is missing
-gets ``delisted = D``. Only new or changed rows are returned (the writer upserts them), so
+gets ``delisted = D``. Columns a snapshot does not carry stay null (NASDAQ snapshots have no
+``cik``; SEC's ``company_tickers.json`` has no exchange). With ``identity`` columns (SEC uses
+``cik`` and ``name``), an open interval whose identity differs from the snapshot's is closed
+(``delisted = D``) and a new interval starts, so a symbol reused by another company keeps both
+intervals. Only new or changed rows are returned (the writer upserts them), so
 applying the same snapshot twice writes nothing. A snapshot older than the latest one applied
 (``max(last_seen, delisted)``) is stale and ignored; one that would delist more than
 :data:`MAX_DELIST_FRACTION` of the listed symbols at once is refused as implausible.
@@ -121,7 +125,7 @@ SNAPSHOT_SCHEMA = pa.schema(
         pa.field("financial_status", pa.string()),
     ]
 )
-_VALUE_COLUMNS = ("name", "exchange", "is_etf", "round_lot", "financial_status")
+_INTERVAL_COLUMNS = ("first_seen", "symbol", "last_seen", "delisted", "source")
 _TRAILER = re.compile(r"^File Creation Time:\s*(\d{2})(\d{2})(\d{4})(\d{2}):(\d{2})")
 _NASDAQ_HEADER = "Symbol"
 _OTHER_HEADER = "ACT Symbol"
@@ -333,13 +337,16 @@ def accumulate_listings(
     *,
     source: str = SOURCE_NAME,
     max_delist_fraction: float = MAX_DELIST_FRACTION,
+    identity: Sequence[str] = (),
 ) -> pa.Table:
     """Apply one snapshot to the stored listing intervals; return the rows to write.
 
     Pure. ``existing`` holds ``ticker_metadata`` rows (or None), ``snapshot`` the current
-    listings of ``snapshot_date`` (:func:`parse_snapshot`). The result has the
-    ``ticker_metadata`` schema and holds only new or changed rows (empty when the snapshot is
-    stale or already applied); rules in the module docstring.
+    listings of ``snapshot_date`` (:func:`parse_snapshot`, or any table with a ``symbol`` column
+    and some ``ticker_metadata`` value columns). ``identity`` names value columns whose change
+    closes the open interval and starts a new one (default: none; values are updated in place).
+    The result has the ``ticker_metadata`` schema and holds only new or changed rows (empty when
+    the snapshot is stale or already applied); rules in the module docstring.
 
     Raises
     ------
@@ -350,7 +357,8 @@ def accumulate_listings(
     latest = _latest(rows)
     if latest is not None and snapshot_date < latest:
         log.warning(
-            "nasdaq_trader: snapshot of %s is older than the latest applied (%s); ignored",
+            "%s: snapshot of %s is older than the latest applied (%s); ignored",
+            source,
             snapshot_date,
             latest,
         )
@@ -368,18 +376,29 @@ def accumulate_listings(
     missing = [s for s in open_rows if s not in current]
     if open_rows and len(missing) > max_delist_fraction * len(open_rows):
         raise SourceError(
-            f"nasdaq_trader: the snapshot of {snapshot_date} lacks {len(missing)} of "
+            f"{source}: the snapshot of {snapshot_date} lacks {len(missing)} of "
             f"{len(open_rows)} listed symbols (more than {max_delist_fraction:.0%}): refusing "
             "to delist them; is one of the files truncated?"
         )
+    names = TICKER_METADATA.schema.names
+    values = [c for c in snapshot.column_names if c in names and c not in _INTERVAL_COLUMNS]
     changed: list[dict[str, Any]] = []
     for symbol, listing in current.items():
         base = open_rows.get(symbol) or closed_today.get(symbol)
+        if (
+            base is not None
+            and base["first_seen"] < snapshot_date
+            and any(base[c] != listing[c] for c in identity)
+        ):  # another identity (e.g. CIK) under the same symbol: close, start a new interval
+            if base["delisted"] is None:
+                changed.append({**base, "delisted": snapshot_date})
+            base = None
         if base is None:
             new = {
+                **dict.fromkeys(names),
                 "first_seen": snapshot_date,
                 "symbol": symbol,
-                **{c: listing[c] for c in _VALUE_COLUMNS},
+                **{c: listing[c] for c in values},
                 "last_seen": snapshot_date,
                 "delisted": None,
                 "source": source,
@@ -387,7 +406,7 @@ def accumulate_listings(
         else:  # listed (or re-applied on the day it was marked delisted: reopened)
             new = {
                 **base,
-                **{c: listing[c] for c in _VALUE_COLUMNS},
+                **{c: listing[c] for c in values},
                 "last_seen": max(base["last_seen"], snapshot_date),
                 "delisted": None,
                 "source": source,
@@ -436,12 +455,16 @@ def derive_renames(
 
 
 def apply_snapshots(
-    existing: pa.Table | None, snapshots: Sequence[Snapshot], *, source: str = SOURCE_NAME
+    existing: pa.Table | None,
+    snapshots: Sequence[Snapshot],
+    *,
+    source: str = SOURCE_NAME,
+    identity: Sequence[str] = (),
 ) -> tuple[pa.Table, pa.Table]:
     """Apply snapshots in date order; return ``(ticker_metadata rows, ticker_history rows)``.
 
     Pure: the changed interval rows over all snapshots (latest version of each) and every
-    rename found on the way.
+    rename found on the way (``identity`` as in :func:`accumulate_listings`).
     """
     state = {(r["first_seen"], r["symbol"]): r for r in _rows(existing)}
     written: dict[tuple[dt.date, str], dict[str, Any]] = {}
@@ -449,7 +472,7 @@ def apply_snapshots(
     for snap in sorted(snapshots, key=lambda s: s.created):
         current = _table(list(state.values()), TICKER_METADATA.schema, TICKER_METADATA.key)
         changes = accumulate_listings(
-            current if state else None, snap.table, snap.date, source=source
+            current if state else None, snap.table, snap.date, source=source, identity=identity
         )
         for r in _rows(changes):
             state[(r["first_seen"], r["symbol"])] = r

@@ -33,10 +33,11 @@ _SOURCES: dict[str, SourceInfo] = {
     "sec": SourceInfo(
         name="sec",
         target="marketlake.sources.sec:SecEdgarSource",
-        datasets=("fundamentals", "filings"),
+        datasets=("fundamentals", "filings", "ticker_metadata"),
         settings=("SEC_USER_AGENT",),
         description="SEC EDGAR: point-in-time quarterly fundamentals (XBRL companyfacts, "
-        "restatements as new rows) and the filing index; SEC_USER_AGENT='Name you@example.com'.",
+        "restatements as new rows), the filing index, and ticker <-> CIK intervals (ticker "
+        "SEC); SEC_USER_AGENT='Name you@example.com'.",
     ),
     "yahoo": SourceInfo(
         name="yahoo",

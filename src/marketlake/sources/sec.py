@@ -13,6 +13,25 @@ default for ``data.sec.gov`` and ``www.sec.gov``):
 
 A request's ticker may also be a CIK (``"717423"``, ``"0000717423"`` or ``"CIK0000717423"``).
 
+Ticker <-> CIK reference (``ticker_metadata`` under ticker ``SEC``)
+-----------------------------------------------------------------
+A request for the reference ticker ``SEC`` (:data:`REFERENCE_TICKER_SEC`, dataset
+``ticker_metadata`` only; company tickers give ``fundamentals``/``filings`` only) downloads
+``company_tickers.json`` and stores it as intervals ``(first_seen, symbol)`` with ``cik`` and
+``name`` (SEC's title), accumulated over the stored ones exactly like the NASDAQ Trader listings
+(:func:`~marketlake.sources.nasdaq_trader.accumulate_listings`, with ``cik`` and ``name`` as the
+interval's identity: a ticker that moves to another CIK, or a company renamed, closes the old
+interval and opens a new one; a ticker that disappears gets ``delisted``). ``exchange`` and the
+other NASDAQ columns stay null. The *snapshot date* is the UTC date of the response's
+``Last-Modified`` header, or the fetch date (UTC) when the header is missing or unreadable. As
+for NASDAQ Trader, the stored intervals are read in the I/O stage through ``bind_lake`` (the
+batch and import paths call it). ``marketlake import sec company_tickers.json`` stores a file
+the same way; its snapshot date is a ``YYYY-MM-DD`` or ``YYYYMMDD`` date in the file name
+(``company_tickers_2026-11-20.json``) or else the file's modification date (UTC). A
+``company_tickers`` file imported together with companyfacts/submissions files only maps their
+CIKs to tickers (import it on its own to store it). Read the stored mapping with
+:func:`marketlake.reference.cik_for` and :func:`marketlake.reference.ticker_for_cik`.
+
 How companyfacts become ``fundamentals`` (pure, in :func:`parse_companyfacts`)
 -------------------------------------------------------------------------------
 *Tags.* Each column reads the first tag of :data:`US_GAAP_TAGS` (then :data:`IFRS_TAGS`, for
@@ -50,6 +69,7 @@ period when several were filed the same day). Rows never overwrite earlier rows.
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import os
 import re
 import threading
@@ -68,7 +88,12 @@ from marketlake.errors import (
     NoDataError,
     SourceError,
 )
-from marketlake.schemas.datasets import FUNDAMENTALS, get_dataset
+from marketlake.schemas.datasets import (
+    FUNDAMENTALS,
+    REFERENCE_TICKER_SEC,
+    TICKER_METADATA,
+    get_dataset,
+)
 from marketlake.schemas.tickers import normalize_ticker
 from marketlake.sources.base import FILE_RANGE, FilePayload, Source, SourceRequest
 from marketlake.sources.files import (
@@ -83,6 +108,7 @@ from marketlake.sources.http import HttpClient
 __all__ = [
     "COMPANY_TICKERS_URL",
     "IFRS_TAGS",
+    "REFERENCE_TICKER_SEC",
     "US_GAAP_TAGS",
     "SecEdgarSource",
     "companyfacts_url",
@@ -91,6 +117,7 @@ __all__ = [
     "parse_company_tickers",
     "parse_companyfacts",
     "parse_submissions",
+    "parse_ticker_snapshots",
     "submissions_url",
 ]
 
@@ -302,6 +329,69 @@ def parse_company_tickers(payload: Any) -> pa.Table:
         title = entry.get("title", entry.get("name"))
         titles.append(None if title is None else str(title))
     return pa.table([tickers, ciks, titles], schema=_TICKERS_SCHEMA)
+
+
+_IDENTITY = ("cik", "name")
+
+
+def parse_ticker_snapshots(
+    snapshots: Sequence[tuple[dt.date | str, Any]], existing: pa.Table | None
+) -> pa.Table:
+    """Apply ``company_tickers.json`` snapshots ``(date, payload)`` to the stored intervals.
+
+    Pure. Returns the new or changed ``ticker_metadata`` rows (``symbol``, ``cik``, ``name``;
+    other NASDAQ columns null) -- rules in the module docstring.
+
+    Raises
+    ------
+    SourceError
+        A payload is not a company tickers file, a date is not ``YYYY-MM-DD``, or a snapshot
+        would drop too many tickers at once.
+    """
+    from marketlake.sources.nasdaq_trader import Snapshot, apply_snapshots
+
+    snaps: list[Snapshot] = []
+    for day, payload in snapshots:
+        date = day if isinstance(day, dt.date) else _date(day, "snapshot date", "company tickers")
+        tickers = parse_company_tickers(payload)
+        table = pa.table(
+            {"symbol": tickers["ticker"], "cik": tickers["cik"], "name": tickers["title"]}
+        )
+        snaps.append(Snapshot(date, dt.datetime.combine(date, dt.time()), table))
+    metadata, _renames = apply_snapshots(existing, snaps, source="sec", identity=_IDENTITY)
+    return metadata
+
+
+def _snapshot_date(headers: Mapping[str, str], today: dt.date) -> dt.date:
+    """UTC date of a ``Last-Modified`` header, else ``today``."""
+    value = next((v for k, v in headers.items() if k.lower() == "last-modified"), None)
+    if not value:
+        return today
+    try:
+        stamp = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return today
+    if stamp.tzinfo is None:
+        return stamp.date()
+    return stamp.astimezone(dt.UTC).date()
+
+
+_NAME_DATE = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})")
+
+
+def _file_snapshot_date(doc: Document) -> dt.date:
+    """Snapshot date of an imported company tickers file: a date in its name, else its mtime."""
+    match = _NAME_DATE.search(doc.name)
+    if match is not None:
+        try:
+            return dt.date(*(int(g) for g in match.groups()))
+        except ValueError:
+            pass
+    path = doc.archive if doc.archive is not None else Path(doc.origin)
+    try:
+        return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).date()
+    except OSError:
+        return dt.datetime.now(dt.UTC).date()
 
 
 # --- companyfacts -> fundamentals --------------------------------------------------------------
@@ -733,7 +823,8 @@ def _check_user_agent(value: str | None) -> str:
 
 
 class SecEdgarSource(Source):
-    """SEC EDGAR companyfacts -> ``fundamentals``, submissions -> ``filings`` (module docstring).
+    """SEC EDGAR companyfacts -> ``fundamentals``, submissions -> ``filings``, and
+    ``company_tickers.json`` -> ``ticker_metadata`` under ticker ``SEC`` (module docstring).
 
     Parameters
     ----------
@@ -743,20 +834,31 @@ class SecEdgarSource(Source):
         ``SEC_USER_AGENT`` environment variable (a :class:`ConfigError` when neither is set).
     user_agent:
         ``"Company Name admin@example.com"``; overrides ``SEC_USER_AGENT``.
+    existing:
+        Reader of the stored ``ticker_metadata`` of ``SEC`` (set by :meth:`bind_lake`, which the
+        batch and import paths call); without it a ``SEC`` request refuses to run.
     """
 
     name: ClassVar[str] = "sec"
-    datasets: ClassVar[tuple[str, ...]] = ("fundamentals", "filings")
+    datasets: ClassVar[tuple[str, ...]] = ("fundamentals", "filings", "ticker_metadata")
     description: ClassVar[str] = (
         "SEC EDGAR: point-in-time quarterly fundamentals from XBRL companyfacts (restatements "
-        "as new rows, derived Q4, IFRS filers) and the filing index from submissions."
+        "as new rows, derived Q4, IFRS filers), the filing index from submissions, and the "
+        "ticker <-> CIK intervals of company_tickers.json (ticker SEC)."
     )
     settings: ClassVar[tuple[str, ...]] = (USER_AGENT_ENV,)
     network: ClassVar[bool] = True
 
-    def __init__(self, *, client: HttpClient | None = None, user_agent: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        client: HttpClient | None = None,
+        user_agent: str | None = None,
+        existing: Callable[[str], pa.Table | None] | None = None,
+    ) -> None:
         self._client = client
         self._user_agent = user_agent
+        self._existing = existing
         self._lock = threading.Lock()
         self._tickers_lock = threading.Lock()
         self._tickers: pa.Table | None = None
@@ -779,6 +881,43 @@ class SecEdgarSource(Source):
                 agent = _check_user_agent(self._user_agent or os.environ.get(USER_AGENT_ENV))
                 self._client = HttpClient(user_agent=agent)
             return self._client
+
+    def bind_lake(self, lake: Any) -> None:
+        """Read the stored ``SEC`` ticker intervals from ``lake`` (a Lake or a batch target)."""
+        from marketlake.reference import stored_table
+
+        self._existing = lambda dataset: stored_table(lake, REFERENCE_TICKER_SEC, dataset)
+
+    def _read_existing(self) -> pa.Table | None:
+        if self._existing is None:
+            raise SourceError(
+                "sec accumulates ticker <-> CIK intervals over the stored ones and has no lake "
+                "to read them from: run it through 'marketlake ingest/import'",
+                source=self.name,
+            )
+        return self._existing(TICKER_METADATA.name)
+
+    @staticmethod
+    def _check(request: SourceRequest) -> None:
+        unknown = [d for d in request.datasets if d not in SecEdgarSource.datasets]
+        if unknown:
+            raise SourceError(
+                f"the sec source cannot provide {unknown}; it provides {SecEdgarSource.datasets}"
+            )
+        reference = request.ticker == REFERENCE_TICKER_SEC
+        if reference and set(request.datasets) != {TICKER_METADATA.name}:
+            raise SourceError(
+                f"sec: ticker {REFERENCE_TICKER_SEC!r} is the ticker <-> CIK reference and has "
+                "only dataset 'ticker_metadata'",
+                ticker=request.ticker,
+            )
+        if not reference and TICKER_METADATA.name in request.datasets:
+            raise SourceError(
+                f"sec: ticker_metadata (SEC's ticker <-> CIK file) is stored under ticker "
+                f"{REFERENCE_TICKER_SEC!r}, not {request.ticker!r}: use --tickers "
+                f"{REFERENCE_TICKER_SEC} --datasets ticker_metadata",
+                ticker=request.ticker,
+            )
 
     def company_tickers(self) -> pa.Table:
         """The ticker -> CIK table (``ticker, cik, title``), fetched once per source instance."""
@@ -819,13 +958,18 @@ class SecEdgarSource(Source):
         """Download what ``request`` needs: ``{"cik", "companyfacts"?, "submissions"?}``.
 
         ``submissions`` is a list of pages: the main JSON, then the older pages whose date range
-        overlaps the request.
+        overlaps the request. For ticker ``SEC``: ``{"tickers": [(snapshot_date, json)],
+        "existing": stored ticker_metadata}``.
         """
-        unknown = [d for d in request.datasets if d not in self.datasets]
-        if unknown:
-            raise SourceError(
-                f"the sec source cannot provide {unknown}; it provides {self.datasets}"
-            )
+        self._check(request)
+        if request.ticker == REFERENCE_TICKER_SEC:
+            existing = self._read_existing()
+            response = self.client.get(COMPANY_TICKERS_URL)
+            day = _snapshot_date(response.headers, dt.datetime.now(dt.UTC).date())
+            return {
+                "tickers": [(day.isoformat(), response.json())],
+                "existing": existing,
+            }
         cik = self.cik(request.ticker)
         raw: dict[str, Any] = {"cik": cik}
         if "fundamentals" in request.datasets:
@@ -840,10 +984,19 @@ class SecEdgarSource(Source):
 
     def parse(self, request: SourceRequest, raw: Any) -> dict[str, pa.Table]:
         """Pure: ``fundamentals`` and/or ``filings`` tables for ``request`` from :meth:`fetch`'s
-        payload; datasets without rows in range are left out."""
+        payload (``ticker_metadata`` for ticker ``SEC``: the stored intervals the snapshots
+        change; the date range does not filter it); datasets without rows are left out."""
         if not isinstance(raw, Mapping):
             raise SourceError(f"sec: expected the fetch payload (a dict), got {type(raw).__name__}")
+        self._check(request)
         out: dict[str, pa.Table] = {}
+        if request.ticker == REFERENCE_TICKER_SEC:
+            if not isinstance(raw.get("tickers"), list):
+                raise SourceError("sec: a SEC payload must be {'tickers': [...], 'existing': ...}")
+            table = parse_ticker_snapshots(raw["tickers"], raw.get("existing"))
+            if table.num_rows:
+                out[TICKER_METADATA.name] = table
+            return out
         try:
             if "fundamentals" in request.datasets and raw.get("companyfacts") is not None:
                 table = parse_companyfacts(
@@ -876,14 +1029,22 @@ class SecEdgarSource(Source):
         it (and then the company's other files). A single file whose ticker stays unknown fails
         with a message saying so; a bulk-archive member is skipped (most EDGAR filers have no
         ticker).
+
+        Company tickers files given without any companyfacts/submissions file are stored as
+        ``ticker_metadata`` snapshots under ticker ``SEC`` (one payload, snapshots in date
+        order; dates as the module docstring says).
         """
         files = list(paths)
         by_cik: dict[int, str] = {}  # from company_tickers.json (wins)
         own: dict[int, str] = {}  # from the submissions' own "tickers"
+        snapshots: list[tuple[dt.date, str, Any]] = []  # company tickers: (date, origin, json)
+        company_files = False
         first = [p for p in files if p.name.lower().startswith("company_tickers")]
         for doc in iter_documents(first):
             try:
-                self._learn_tickers(_sec_json(doc), by_cik)
+                body = _sec_json(doc)
+                self._learn_tickers(body, by_cik)
+                snapshots.append((_file_snapshot_date(doc), doc.origin, body))
             except MarketlakeError as exc:
                 yield FilePayload.failed(doc.origin, str(exc))
         # payloads whose ticker is unknown wait until every file has been seen
@@ -895,7 +1056,9 @@ class SecEdgarSource(Source):
                 kind = _sec_kind(body, doc)
                 if kind == "tickers":
                     self._learn_tickers(body, by_cik)
+                    snapshots.append((_file_snapshot_date(doc), doc.origin, body))
                     continue
+                company_files = True
                 cik = _file_cik(body, doc, kind)
                 mine = _own_ticker(body)
                 if mine is not None:
@@ -928,6 +1091,21 @@ class SecEdgarSource(Source):
                 yield FilePayload.failed(doc.origin, str(exc))
                 continue
             yield _sec_payload(doc.origin, ticker, kind, cik, body)
+        if snapshots and not company_files:
+            yield from self._ticker_payload(snapshots)
+
+    def _ticker_payload(self, snapshots: list[tuple[dt.date, str, Any]]) -> Iterator[FilePayload]:
+        """One ``ticker_metadata`` payload (ticker ``SEC``) for company tickers files."""
+        snapshots.sort(key=lambda s: s[0])
+        origin = ", ".join(o for _, o, _ in snapshots)
+        try:
+            existing = self._read_existing()
+        except SourceError as exc:
+            yield FilePayload.failed(origin, str(exc))
+            return
+        raw = {"tickers": [(d.isoformat(), body) for d, _, body in snapshots], "existing": existing}
+        request = SourceRequest(REFERENCE_TICKER_SEC, (TICKER_METADATA.name,), *FILE_RANGE)
+        yield FilePayload(origin, request, raw)
 
     @staticmethod
     def _learn_tickers(payload: Any, by_cik: dict[int, str]) -> None:
