@@ -281,13 +281,7 @@ class PartitionWriter:
         self, dataset: Dataset, key: str
     ) -> tuple[GetResult | None, pa.Table | None]:
         """GET and decode one partition (CorruptObjectError when it cannot be decoded)."""
-        current = self.store.get_or_none(key)
-        if current is None:
-            return None, None
-        existing = decode_table(current.data, key=key)
-        if existing.schema != dataset.schema:
-            existing = conform(existing, dataset, key)
-        return current, existing
+        return self._decoded(dataset, key, self.store.get_or_none(key))
 
     @staticmethod
     def _pmeta(
