@@ -212,20 +212,8 @@ _STOCKS = (
     "_equity",
 )
 _UNITS = {"eps_diluted": "USD/shares", "shares_diluted": "shares"}
-_VALUE_COLUMNS = (
-    "revenue",
-    "gross_profit",
-    "operating_income",
-    "net_income",
-    "eps_diluted",
-    "shares_diluted",
-    "total_assets",
-    "total_liabilities",
-    "cash_and_equivalents",
-    "operating_cash_flow",
-    "capex",
-    "free_cash_flow",
-)
+# the reported values: every fundamentals column from ``revenue`` on (the registry is the truth)
+_VALUE_COLUMNS = tuple(FUNDAMENTALS.schema.names[FUNDAMENTALS.schema.get_field_index("revenue") :])
 _FP_QUARTER = {"Q1": 1, "Q2": 2, "Q3": 3, "Q4": 4, "FY": 4, "H1": 2, "H2": 4}
 _DAYS_PER_QUARTER = 365.2425 / 4
 
