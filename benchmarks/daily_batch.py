@@ -52,7 +52,7 @@ from marketlake.schemas.datasets import DAILY_DATASETS, get_dataset
 from marketlake.sources.base import Source, SourceRequest
 from marketlake.sources.synthetic import demo_universe
 
-GENERATOR_VERSION = 1  # bump when the generated rows change (invalidates the cached setups)
+GENERATOR_VERSION = 2  # bump when the generated rows change (invalidates the cached setups)
 SEED = 20240601
 SETUP_MONTH = (2024, 6)  # the "current month" of the batch setup (fixed so the cache stays valid)
 SETUP_SESSIONS = 10  # sessions already in the lake; the timed batch adds session 11
@@ -150,6 +150,8 @@ def generate(n_tickers: int, n_days: int, seed: int) -> dict[str, dict[str, np.n
             "ev_ebitda_ttm": np.where(ebitda > 0, (mcap + net_debt) / ebitda, np.nan),
             "fcf_yield_ttm": fcf / mcap,
             "earnings_yield_ttm": eps / close,
+            "market_cap": mcap,
+            "ev": mcap + net_debt,
         }
 
     def near(scale: float) -> np.ndarray:
@@ -168,6 +170,9 @@ def generate(n_tickers: int, n_days: int, seed: int) -> dict[str, dict[str, np.n
         "bb_upper": sma20 + band,
         "bb_lower": sma20 - band,
     }
+    # technical columns this generator does not model (issue 5's nullable additions) are null
+    for name in get_dataset("signals_technical").value_columns:
+        technical.setdefault(name, np.full(shape, np.nan))
     return {"prices": prices, "signals_valuation": valuation, "signals_technical": technical}
 
 

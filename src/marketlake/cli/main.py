@@ -378,8 +378,15 @@ def read(
         Path | None, typer.Option("--output", "-o", help="Write to this file.")
     ] = None,
     limit: Annotated[int, typer.Option(help="Rows shown by --format table (0 = all).")] = 20,
+    adjust: Annotated[
+        str, typer.Option(help="prices only: none (raw, default), splits or total.")
+    ] = "none",
+    knowledge_as_of: Annotated[
+        str | None, typer.Option(help="Adjust with the actions known on this date only.")
+    ] = None,
 ) -> None:
-    """Read one ticker's rows (raw, unadjusted prices for 'prices'); dates inclusive."""
+    """Read one ticker's rows (raw, unadjusted prices for 'prices' unless --adjust); dates
+    inclusive."""
     if fmt not in ("table", "csv", "parquet"):
         raise typer.BadParameter("use table, csv or parquet", param_hint="--format")
     if fmt == "parquet" and output is None:
@@ -397,6 +404,8 @@ def read(
                 _date(end, "--end"),
                 columns=cols,
                 output="arrow",
+                adjust=adjust,  # type: ignore[arg-type]  # validated by Lake.read
+                knowledge_as_of=_date(knowledge_as_of, "--knowledge-as-of"),
             )
         _emit_table(table, fmt, output, limit, title=f"{ticker.upper()} {dataset}")
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from marketlake.catalog import AssetRow, Catalog, PartitionRow, ProgressRow, utc_now_iso
+from marketlake.derive.adjust import AdjustMode, apply_adjustment, cash_ex_dates, check_mode
 from marketlake.errors import ConfigError, MarketlakeError, ObjectNotFoundError
 from marketlake.ingest.writer import PartitionWriter, WriteResult
 from marketlake.schemas.datasets import Dataset, get_dataset, list_datasets
@@ -287,6 +288,9 @@ class Lake:
         end: DateLike = None,
         columns: Sequence[str] | None = None,
         output: Output = "pandas",
+        *,
+        adjust: AdjustMode = "none",
+        knowledge_as_of: DateLike = None,
     ) -> Any:
         """Read one ticker's rows of ``dataset`` between ``start`` and ``end``, both inclusive.
 
@@ -303,6 +307,21 @@ class Lake:
             Columns to return; the time column is always included first.
         output:
             ``"pandas"`` (default; dates as ``datetime64[ns]``), ``"polars"`` or ``"arrow"``.
+        adjust:
+            ``prices`` only. ``"none"`` (the default, and it stays the default): raw prices as
+            stored. ``"splits"``: open/high/low/close multiplied, volume divided, by the split
+            factor. ``"total"``: splits plus the conventional (CRSP/Yahoo) dividend factor
+            ``1 - dividend / previous raw close`` for every earlier ex date. Factors come from
+            the ticker's ``corporate_actions`` (one more GET; for ``"total"`` also the
+            partitions holding the close before each later ex date); see
+            :mod:`marketlake.derive.adjust` for the exact formulas. ``adj_close`` stays the
+            vendor's. Adjustment never rewrites stored data.
+        knowledge_as_of:
+            Adjust with only the actions known on this date (rule: ``ex_date <=
+            knowledge_as_of``; the lake has no announcement dates); None uses every action.
+            For ``fundamentals``: per ``period_end``, the row with the latest ``filed <=
+            knowledge_as_of`` (values as known that day; later restatements invisible); None
+            returns every filing's row.
 
         Returns
         -------
@@ -313,7 +332,102 @@ class Lake:
         >>> lake.read("AAPL", "prices", "2024-01-01", "2024-03-31")  # doctest: +SKIP
         """
         ds = get_dataset(dataset)
-        return convert(self._read_arrow(ds, normalize_ticker(ticker), start, end, columns), output)
+        symbol = normalize_ticker(ticker)
+        mode, known = _adjust_args(ds, adjust, knowledge_as_of)
+        if ds.name == "fundamentals" and known is not None:
+            return convert(self._read_known(ds, symbol, start, end, columns, known), output)
+        if mode == "none":
+            return convert(self._read_arrow(ds, symbol, start, end, columns), output)
+        return convert(self._read_adjusted(ds, symbol, start, end, columns, mode, known), output)
+
+    def _read_known(
+        self,
+        ds: Dataset,
+        ticker: str,
+        start: DateLike,
+        end: DateLike,
+        columns: Sequence[str] | None,
+        knowledge_as_of: dt.date,
+        *,
+        parallel: bool = True,
+    ) -> pa.Table:
+        """``fundamentals`` as known on ``knowledge_as_of``: per ``period_end`` in the range,
+        the row with the latest ``filed <= knowledge_as_of`` (see
+        :func:`marketlake.derive.fundamentals.as_of`)."""
+        from marketlake.derive.fundamentals import as_of
+
+        cols = _columns(ds, columns)
+        fetch = cols if "filed" in cols else [*cols, "filed"]
+        table = self._read_arrow(ds, ticker, start, end, fetch, parallel=parallel)
+        return as_of(table, knowledge_as_of).select(cols)
+
+    def _read_adjusted(
+        self,
+        ds: Dataset,
+        ticker: str,
+        start: DateLike,
+        end: DateLike,
+        columns: Sequence[str] | None,
+        adjust: AdjustMode,
+        knowledge_as_of: dt.date | None,
+        *,
+        parallel: bool = True,
+    ) -> pa.Table:
+        """Read raw ``prices`` rows and adjust them (see :meth:`read`)."""
+        cols = _columns(ds, columns)
+        fetch = cols if "close" in cols or adjust != "total" else [*cols, "close"]
+        table = self._read_arrow(ds, ticker, start, end, fetch, parallel=parallel)
+        if table.num_rows == 0:
+            return table.select(cols)
+        actions = self._read_arrow(
+            get_dataset("corporate_actions"), ticker, None, None, None, parallel=parallel
+        )
+        reference = None
+        if adjust == "total":
+            reference = self._closes_before(
+                ds, ticker, table, cash_ex_dates(actions, knowledge_as_of), parallel=parallel
+            )
+        adjusted = apply_adjustment(
+            table,
+            actions,
+            adjust,
+            knowledge_as_of=knowledge_as_of,
+            reference_closes=reference,
+            ticker=ticker,
+        )
+        return adjusted.select(cols)
+
+    def _closes_before(
+        self,
+        ds: Dataset,
+        ticker: str,
+        table: pa.Table,
+        ex_dates: list[dt.date],
+        *,
+        parallel: bool = True,
+    ) -> pa.Table | None:
+        """Raw closes of the sessions just before the ex dates after the rows read (their
+        previous close is not in ``table``): only the partitions holding a 10-day window before
+        each such ex date, widened to a year when a window has no session (a long halt).
+        Ex dates on or before the first row affect no row read."""
+        last = table.column("date")[-1].as_py()
+        need = [e for e in ex_dates if e > last]  # else the previous session is in the table
+        if not need:
+            return None
+        layout = self.layouts[ds.name]
+        periods: set[str] = set()
+        for e in need:
+            periods.update(layout.periods_between(e - dt.timedelta(days=10), e - dt.timedelta(1)))
+        keys = [layout.key(ds.name, ds.version, ticker, p) for p in sorted(periods)]
+        tables = self._fetch_tables(keys, ["date", "close"], parallel=parallel)
+        got = {d for t in tables for d in t.column("date").to_pylist()}
+        for e in need:  # a long halt: look further back for the previous session
+            if not any(e - dt.timedelta(days=10) <= d < e for d in got):
+                lo, hi = e - dt.timedelta(days=366), e - dt.timedelta(1)
+                wide = self._read_arrow(ds, ticker, lo, hi, ["date", "close"], parallel=parallel)
+                if wide.num_rows:
+                    tables.append(wide)
+        return pa.concat_tables(tables) if tables else None
 
     def _read_arrow(
         self,
@@ -379,15 +493,20 @@ class Lake:
         end: DateLike = None,
         columns: Sequence[str] | None = None,
         output: Output = "pandas",
+        *,
+        adjust: AdjustMode = "none",
+        knowledge_as_of: DateLike = None,
     ) -> BatchReadResult:
         """Read many tickers concurrently; one bad ticker never fails the call.
 
-        Same parameters as :meth:`read`. Returns a :class:`BatchReadResult` whose ``data`` is a
-        long (tidy) table with a ``ticker`` column first, rows sorted by ticker then date;
+        Same parameters as :meth:`read` (``adjust`` default ``"none"``: raw prices). Returns a
+        :class:`BatchReadResult` whose ``data`` is a long (tidy) table with a ``ticker`` column
+        first, rows sorted by ticker then date;
         ``errors`` holds per-ticker exceptions (invalid symbol, corrupt object...).
         """
         ds = get_dataset(dataset)
         cols = _columns(ds, columns)
+        mode, known = _adjust_args(ds, adjust, knowledge_as_of)
         requested = list(tickers)
 
         def one(raw: str) -> tuple[str, pa.Table | MarketlakeError]:
@@ -395,6 +514,14 @@ class Lake:
                 symbol = normalize_ticker(raw)
                 # per-ticker work already runs on the pool: fetch this ticker's keys serially
                 # (nested pool.map from inside a pool task can starve the pool and deadlock)
+                if ds.name == "fundamentals" and known is not None:
+                    return symbol, self._read_known(
+                        ds, symbol, start, end, cols, known, parallel=False
+                    )
+                if mode != "none":
+                    return symbol, self._read_adjusted(
+                        ds, symbol, start, end, cols, mode, known, parallel=False
+                    )
                 return symbol, self._read_arrow(ds, symbol, start, end, cols, parallel=False)
             except MarketlakeError as exc:
                 return str(raw), exc
@@ -490,6 +617,26 @@ def _partition_row(dataset: str, ticker: str, p: Any, source: str) -> PartitionR
         etag=p.etag,
         updated_at=p.updated_at,
     )
+
+
+def _adjust_args(
+    ds: Dataset, adjust: str, knowledge_as_of: DateLike
+) -> tuple[AdjustMode, dt.date | None]:
+    """Validate ``adjust=`` / ``knowledge_as_of=``: adjustment applies to ``prices`` only."""
+    mode = check_mode(adjust)
+    known = _as_date(knowledge_as_of, "knowledge_as_of")
+    if mode != "none" and ds.name != "prices":
+        raise MarketlakeError(
+            f"adjust={adjust!r} applies to the prices dataset only, not {ds.name}",
+            dataset=ds.name,
+        )
+    if known is not None and ds.name not in ("prices", "fundamentals"):
+        raise MarketlakeError(
+            f"knowledge_as_of applies to prices (which corporate actions are known) and "
+            f"fundamentals (which filings are known), not {ds.name}",
+            dataset=ds.name,
+        )
+    return mode, known
 
 
 def _columns(ds: Dataset, columns: Sequence[str] | None) -> list[str]:

@@ -106,6 +106,8 @@ SIGNALS_VALUATION = Dataset(
             _f64("ev_ebitda_ttm"),
             _f64("fcf_yield_ttm"),
             _f64("earnings_yield_ttm"),
+            _f64("market_cap"),
+            _f64("ev"),
         ]
     ),
     key=("date",),
@@ -113,12 +115,39 @@ SIGNALS_VALUATION = Dataset(
     layout=MONTHLY_LAYOUT,
     description="Daily valuation ratios from that day's close and fundamentals filed by that day.",
     columns_doc={
-        "pe_ttm": "price / trailing-twelve-month diluted EPS (null if EPS <= 0)",
-        "pb": "market cap / book equity (null if equity <= 0)",
-        "ps_ttm": "market cap / TTM revenue",
-        "ev_ebitda_ttm": "enterprise value / TTM EBITDA (null if EBITDA <= 0)",
-        "fcf_yield_ttm": "TTM free cash flow / market cap (fraction, 0.05 = 5%)",
-        "earnings_yield_ttm": "TTM diluted EPS / price (fraction)",
+        "date": (
+            "session date; uses only fundamentals filed on or before it and splits with ex "
+            "date on or before it (TTM = last four consecutive quarters as known that day)"
+        ),
+        "pe_ttm": (
+            "raw close / TTM diluted EPS (EPS on the day's share basis); null if EPS <= 0 or "
+            "missing"
+        ),
+        "pb": (
+            "market cap / book equity (total_assets - total_liabilities); null if equity <= 0 "
+            "or missing"
+        ),
+        "ps_ttm": "market cap / TTM revenue; null if revenue <= 0 or missing",
+        "ev_ebitda_ttm": (
+            "enterprise value / TTM EBITDA (null if EBITDA <= 0); currently always null: "
+            "fundamentals carry no depreciation and amortisation to form EBITDA"
+        ),
+        "fcf_yield_ttm": (
+            "TTM free cash flow / market cap (fraction, 0.05 = 5%; may be negative); null if "
+            "market cap <= 0 or an input is missing"
+        ),
+        "earnings_yield_ttm": (
+            "TTM diluted EPS / raw close (fraction; may be negative); null if an input is missing"
+        ),
+        "market_cap": (
+            "raw close x diluted shares of the latest period reporting them, adjusted for "
+            "splits between that filing and the day; USD; null if shares or close missing"
+        ),
+        "ev": (
+            "approximate enterprise value: market_cap + total_liabilities - "
+            "cash_and_equivalents (total liabilities stand in for debt, so EV is overstated; "
+            "preferred stock and minority interests ignored); USD"
+        ),
     },
 )
 
@@ -135,6 +164,18 @@ SIGNALS_TECHNICAL = Dataset(
             _f64("macd_signal"),
             _f64("bb_upper"),
             _f64("bb_lower"),
+            _f64("sma_200"),
+            _f64("macd_hist"),
+            _f64("bb_middle"),
+            _f64("atr_14"),
+            _f64("obv"),
+            _f64("stoch_k"),
+            _f64("stoch_d"),
+            _f64("adx_14"),
+            _f64("roc_10"),
+            _f64("williams_r_14"),
+            _f64("cci_20"),
+            _f64("mfi_14"),
         ]
     ),
     key=("date",),
@@ -150,6 +191,18 @@ SIGNALS_TECHNICAL = Dataset(
         "macd_signal": "9-session EMA of macd",
         "bb_upper": "sma_20 + 2 population standard deviations (20 sessions)",
         "bb_lower": "sma_20 - 2 population standard deviations (20 sessions)",
+        "sma_200": "200-session simple moving average of the split-adjusted close",
+        "macd_hist": "macd - macd_signal",
+        "bb_middle": "Bollinger middle band (= sma_20)",
+        "atr_14": "14-session average true range, Wilder smoothing (currency per share)",
+        "obv": "on-balance volume: running +/- split-adjusted volume by close direction (shares)",
+        "stoch_k": "slow stochastic %K (14, 3): 3-session mean of the fast %K, 0-100",
+        "stoch_d": "slow stochastic %D: 3-session mean of stoch_k, 0-100",
+        "adx_14": "14-session average directional index (Wilder), 0-100",
+        "roc_10": "10-session rate of change of the close, percent",
+        "williams_r_14": "14-session Williams %R, -100 to 0",
+        "cci_20": "20-session commodity channel index of the typical price (constant 0.015)",
+        "mfi_14": "14-session money flow index (typical price x volume), 0-100",
     },
 )
 

@@ -805,6 +805,8 @@ class _History:
         )
         out: RawColumns = {"date": grid.days[i0:i1]}
         out.update(zip(_VALUATION_COLUMNS, ratios, strict=True))
+        out["market_cap"] = market_cap
+        out["ev"] = market_cap + net_debt
         return out
 
     def actions(self) -> SyntheticActions:
@@ -963,7 +965,8 @@ class SyntheticSource(Source):
                 continue
             everything = rows == times.size
             schema = dataset.schema
-            float_names = _float_columns(dataset_name)
+            # columns the generator does not produce (nullable additions) come back all null
+            float_names = tuple(n for n in _float_columns(dataset_name) if n in columns)
             # All float columns at once: one copy, one finiteness check, one shared Arrow buffer.
             block = np.stack([np.asarray(columns[name], dtype=np.float64) for name in float_names])
             if not everything:
@@ -974,6 +977,9 @@ class SyntheticSource(Source):
             arrays: list[pa.Array[Any]] = []
             k = 0
             for field in schema:
+                if field.nullable and field.name not in columns:
+                    arrays.append(pa.nulls(rows, field.type))
+                    continue
                 if field.type != _F64:
                     values = np.asarray(columns[field.name])
                     arrays.append(pa.array(values if everything else values[keep], type=field.type))
