@@ -2,84 +2,16 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from marketlake.errors import ConfigError, ConflictError, MarketlakeError, ObjectNotFoundError
-from marketlake.storage.store import ObjectStore, S3Settings, open_store
+from marketlake.errors import ConfigError, MarketlakeError
+from marketlake.storage.store import S3Settings, open_store
 
-
-@pytest.fixture(params=["memory", "local"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
-    yield open_store("memory://" if request.param == "memory" else str(tmp_path / "s"))
-
-
-def test_put_get_head_delete(store: ObjectStore) -> None:
-    assert store.head("a/b.bin") is None
-    with pytest.raises(ObjectNotFoundError, match="does not exist"):
-        store.get("a/b.bin")
-    etag = store.put("a/b.bin", b"hello")
-    got = store.get("a/b.bin")
-    assert got.data == b"hello" and got.etag == etag
-    info = store.head("a/b.bin")
-    assert info is not None and info.size == 5 and info.etag == etag
-    store.delete("a/b.bin")
-    store.delete("a/b.bin")  # idempotent
-    assert store.get_or_none("a/b.bin") is None
-
-
-def test_put_if_absent(store: ObjectStore) -> None:
-    store.put_if_absent("k", b"1")
-    with pytest.raises(ConflictError):
-        store.put_if_absent("k", b"2")
-    assert store.get("k").data == b"1"
-
-
-def test_put_if_match(store: ObjectStore) -> None:
-    e1 = store.put("k", b"1")
-    e2 = store.put_if_match("k", b"2", e1)
-    assert e2 != e1
-    with pytest.raises(ConflictError):
-        store.put_if_match("k", b"3", e1)  # stale etag
-    assert store.get("k").data == b"2"
-    with pytest.raises(ConflictError):
-        store.put_if_match("missing", b"x", e2)
-    store.put_if_match("new", b"x", None)  # None = create only if absent
-    with pytest.raises(ConflictError):
-        store.put_if_match("new", b"y", None)
-
-
-def test_large_object_and_list(store: ObjectStore) -> None:
-    blob = bytes(range(256)) * 40_000  # ~10 MB
-    store.put("big/x.bin", blob)
-    assert store.get("big/x.bin").data == blob
-    store.put("big/y.bin", b"y")
-    assert sorted(i.key for i in store.list("big")) == ["big/x.bin", "big/y.bin"]
-
-
-def test_cas_race_has_one_winner(store: ObjectStore) -> None:
-    etag = store.put("race", b"0")
-    wins: list[int] = []
-    barrier = threading.Barrier(8)
-
-    def worker(i: int) -> None:
-        barrier.wait()
-        try:
-            store.put_if_match("race", str(i).encode(), etag)
-            wins.append(i)
-        except ConflictError:
-            pass
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(wins) == 1
-    assert store.get("race").data == str(wins[0]).encode()
+# The generic store contract (put/get/head/delete, CAS, races, large objects, listing, hostile
+# keys) runs over memory, local and S3 in test_conformance.py; this file keeps what is specific
+# to the local store and to S3 settings.
 
 
 def test_local_writes_leave_no_temp_files(tmp_path: Path) -> None:
