@@ -1,4 +1,5 @@
-"""Object-store conformance on memory and local backends (issue 3 adds a real S3 server)."""
+"""Local-store specifics (staging, orphans, URLs) and S3 settings; the shared contract is in
+test_conformance.py."""
 
 from __future__ import annotations
 
