@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
 from marketlake.errors import SourceError
+
+if TYPE_CHECKING:
+    from marketlake.sources.http import HttpClient
+
+_CLIENT_LOCK = threading.Lock()  # guards the rare first construction of a source's client
 
 #: The inclusive range of a request made from a file: everything the file holds is kept.
 FILE_RANGE = (dt.date(1800, 1, 1), dt.date(2999, 12, 31))
@@ -76,9 +82,27 @@ class Source(abc.ABC):
     datasets: ClassVar[tuple[str, ...]]
     description: ClassVar[str] = ""
     settings: ClassVar[tuple[str, ...]] = ()
+    #: the HTTP client of a network source; passed to its constructor or built on first use
+    _client: HttpClient | None = None
     #: True when ``fetch`` waits on the network: the batch then keeps many threads per process
     #: to overlap latency. False (offline/CPU-bound sources): a couple of threads per core.
     network: ClassVar[bool] = False
+
+    @property
+    def client(self) -> HttpClient:
+        """The HTTP client (network sources): the one given, else built once by
+        :meth:`_make_client` on first use (thread-safe)."""
+        if self._client is None:
+            with _CLIENT_LOCK:
+                if self._client is None:
+                    self._client = self._make_client()
+        return self._client
+
+    def _make_client(self) -> HttpClient:
+        """Build this source's client (override to set rate limits or a user agent)."""
+        from marketlake.sources.http import HttpClient
+
+        return HttpClient()
 
     def plan(
         self, tickers: list[str], datasets: list[str], start: dt.date, end: dt.date

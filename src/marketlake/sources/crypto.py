@@ -360,15 +360,11 @@ class _CryptoSource(Source):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]
 
-    @property
-    def client(self) -> HttpClient:
-        """The HTTP client (created on first use, limited to the venue's public rate)."""
-        with self._lock:
-            if self._client is None:
-                from marketlake.sources.http import HttpClient
+    def _make_client(self) -> HttpClient:
+        """Limited to the venue's public rate."""
+        from marketlake.sources.http import HttpClient
 
-                self._client = HttpClient(rate_limits={self.host: self._rate_limit})
-            return self._client
+        return HttpClient(rate_limits={self.host: self._rate_limit})
 
     def _raw(self, pair: Pair, symbol: str, pages: list[Any], fetched_at: float) -> dict[str, Any]:
         return {

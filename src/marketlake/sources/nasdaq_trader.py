@@ -527,15 +527,6 @@ class NasdaqTraderSource(Source):
         self.nasdaqlisted_url = nasdaqlisted_url
         self.otherlisted_url = otherlisted_url
 
-    @property
-    def client(self) -> HttpClient:
-        """The HTTP client (created on first use)."""
-        if self._client is None:
-            from marketlake.sources.http import HttpClient
-
-            self._client = HttpClient()
-        return self._client
-
     def bind_lake(self, lake: Any) -> None:
         """Read the stored listings from ``lake`` (a Lake or a batch target) when fetching."""
         from marketlake.reference import stored_table

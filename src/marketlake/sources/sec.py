@@ -861,14 +861,10 @@ class SecEdgarSource(Source):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(user_agent=state.get("_user_agent"))  # type: ignore[misc]
 
-    @property
-    def client(self) -> HttpClient:
-        """The HTTP client (created on first use; needs ``SEC_USER_AGENT``)."""
-        with self._lock:
-            if self._client is None:
-                agent = _check_user_agent(self._user_agent or os.environ.get(USER_AGENT_ENV))
-                self._client = HttpClient(user_agent=agent)
-            return self._client
+    def _make_client(self) -> HttpClient:
+        """Needs ``SEC_USER_AGENT`` (or ``user_agent=``): SEC refuses anonymous clients."""
+        agent = _check_user_agent(self._user_agent or os.environ.get(USER_AGENT_ENV))
+        return HttpClient(user_agent=agent)
 
     def bind_lake(self, lake: Any) -> None:
         """Read the stored ``SEC`` ticker intervals from ``lake`` (a Lake or a batch target)."""

@@ -298,15 +298,6 @@ class Sp500Source(Source):
         }
         self._today = today or (lambda: dt.datetime.now(dt.UTC).date())
 
-    @property
-    def client(self) -> HttpClient:
-        """The HTTP client (created on first use)."""
-        if self._client is None:
-            from marketlake.sources.http import HttpClient
-
-            self._client = HttpClient()
-        return self._client
-
     @staticmethod
     def _check(request: SourceRequest) -> None:
         if request.ticker != INDEX_TICKER:

@@ -350,15 +350,10 @@ class TiingoSource(Source):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]
 
-    @property
-    def client(self) -> HttpClient:
-        """The HTTP client (created on first use)."""
-        with self._lock:
-            if self._client is None:
-                from marketlake.sources.http import HttpClient
+    def _make_client(self) -> HttpClient:
+        from marketlake.sources.http import HttpClient
 
-                self._client = HttpClient(rate_limits={HOST: self._rate_limit})
-            return self._client
+        return HttpClient(rate_limits={HOST: self._rate_limit})
 
     # --- I/O ------------------------------------------------------------------------------------
 

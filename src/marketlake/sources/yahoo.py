@@ -170,17 +170,13 @@ class YahooChartSource(Source):
         self._now = now or (lambda: dt.datetime.now(dt.UTC))
         self._user_agent = user_agent
 
-    @property
-    def client(self) -> HttpClient:
-        """The HTTP client (created on first use)."""
-        if self._client is None:
-            from marketlake.sources.http import HttpClient
+    def _make_client(self) -> HttpClient:
+        from marketlake.sources.http import HttpClient
 
-            self._client = HttpClient(
-                user_agent=self._user_agent
-                or "Mozilla/5.0 (X11; Linux x86_64) marketlake (+https://github.com/marketlake)"
-            )
-        return self._client
+        return HttpClient(
+            user_agent=self._user_agent
+            or "Mozilla/5.0 (X11; Linux x86_64) marketlake (+https://github.com/marketlake)"
+        )
 
     # --- fetch (the only I/O) ----------------------------------------------------------------
 
