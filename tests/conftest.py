@@ -68,6 +68,13 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
 _prefix_counter = itertools.count()
 
 
+@pytest.fixture(autouse=True)
+def _private_read_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remote lakes cache objects locally (on by default): each test gets its own cache dir,
+    never the user's."""
+    monkeypatch.setenv("MARKETLAKE_CACHE_DIR", str(tmp_path / "read-cache"))
+
+
 @pytest.fixture
 def s3_lake_url(s3_server: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> str:
     """A lake URL under a fresh prefix of the session's bucket; the keys are set in R2_* env vars

@@ -17,40 +17,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from marketlake.catalog import AssetRow, Catalog, PartitionRow, ProgressRow, utc_now_iso
 from marketlake.derive.adjust import AdjustMode, apply_adjustment, cash_ex_dates, check_mode
-from marketlake.errors import ConfigError, MarketlakeError, ObjectNotFoundError
+from marketlake.errors import ConfigError, MarketlakeError
 from marketlake.ingest.writer import PartitionWriter, WriteResult
 from marketlake.schemas.datasets import Dataset, get_dataset, list_datasets
 from marketlake.schemas.tickers import normalize_ticker
+from marketlake.storage.cache import DEFAULT_MAX_BYTES, ReadCache, default_cache_dir
 from marketlake.storage.format import LakeMarker, ensure_marker
-from marketlake.storage.layout import Layout, split_sub
+from marketlake.storage.layout import Layout
 from marketlake.storage.meta import META_PREFIX, TickerMeta, meta_key
-from marketlake.storage.parquet import decode_table
+from marketlake.storage.reader import PartitionReader
 from marketlake.storage.store import ObjectStore, open_store
 
 Output = Literal["pandas", "polars", "arrow"]
 DateLike = dt.date | str | None
 
 CATALOG_FILE = "_catalog.sqlite"
-
-
-def _date_mask(tcol: pa.ChunkedArray, lo: dt.date, hi: dt.date) -> pa.ChunkedArray:
-    """Rows whose date is in ``[lo, hi]``; for timestamp columns (minute bars) the UTC date."""
-    if pa.types.is_timestamp(tcol.type):
-        tz = dt.UTC if tcol.type.tz else None
-        start = dt.datetime.combine(lo, dt.time(), tz)
-        stop = dt.datetime.combine(hi + dt.timedelta(days=1), dt.time(), tz)
-        return pc.and_(
-            pc.greater_equal(tcol, pa.scalar(start, tcol.type)),
-            pc.less(tcol, pa.scalar(stop, tcol.type)),
-        )
-    return pc.and_(
-        pc.greater_equal(tcol, pa.scalar(lo, tcol.type)),
-        pc.less_equal(tcol, pa.scalar(hi, tcol.type)),
-    )
 
 
 def _as_date(value: DateLike, name: str) -> dt.date | None:
@@ -106,12 +90,14 @@ class Lake:
         marker: LakeMarker,
         *,
         max_workers: int = 16,
+        cache: ReadCache | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
         self.marker = marker
         self.layouts = {name: Layout.parse(t) for name, t in marker.layouts.items()}
         self.writer = PartitionWriter(store, self.layouts)
+        self.reader = PartitionReader(store, self.layouts, cache=cache)
         self.max_workers = max_workers
         self._pool: ThreadPoolExecutor | None = None
 
@@ -276,9 +262,7 @@ class Lake:
     def meta(self, ticker: str, dataset: str) -> TickerMeta | None:
         """The ``_meta`` object for (dataset, ticker): partitions, date range, row count."""
         ds = get_dataset(dataset)
-        key = meta_key(ds.name, normalize_ticker(ticker))
-        got = self.store.get_or_none(key)
-        return TickerMeta.from_bytes(got.data, key=key) if got else None
+        return self.reader.meta(ds.name, normalize_ticker(ticker))
 
     def read(
         self,
@@ -414,12 +398,17 @@ class Lake:
         need = [e for e in ex_dates if e > last]  # else the previous session is in the table
         if not need:
             return None
-        layout = self.layouts[ds.name]
-        periods: set[str] = set()
-        for e in need:
-            periods.update(layout.periods_between(e - dt.timedelta(days=10), e - dt.timedelta(1)))
-        keys = [layout.key(ds.name, ds.version, ticker, p) for p in sorted(periods)]
-        tables = self._fetch_tables(keys, ["date", "close"], parallel=parallel)
+        tables = [
+            self._read_arrow(
+                ds,
+                ticker,
+                e - dt.timedelta(days=10),
+                e - dt.timedelta(1),
+                ["date", "close"],
+                parallel=parallel,
+            )
+            for e in need
+        ]
         got = {d for t in tables for d in t.column("date").to_pylist()}
         for e in need:  # a long halt: look further back for the previous session
             if not any(e - dt.timedelta(days=10) <= d < e for d in got):
@@ -441,49 +430,15 @@ class Lake:
     ) -> pa.Table:
         lo, hi = _as_date(start, "start"), _as_date(end, "end")
         cols = _columns(ds, columns)
-        layout = self.layouts[ds.name]
-        sub = layout.sub_partition
-        if lo is None or hi is None or sub is not None:
-            # open bounds, or sub-partitions (e.g. one set of objects per exchange): the
-            # ticker's _meta names the partitions that exist (one small GET, still no LIST)
-            meta = self.meta(ticker, ds.name)
-            if meta is None or meta.min_date is None or meta.max_date is None:
-                return ds.schema.empty_table().select(cols)
-            lo = lo or meta.min_date
-            hi = hi or meta.max_date
-            wanted = set(layout.periods_between(lo, hi))
-            periods = sorted(p for p in meta.partitions if split_sub(p)[1] in wanted)
-        else:
-            periods = layout.periods_between(lo, hi)
-        if hi < lo or not periods:
-            return ds.schema.empty_table().select(cols)
-        keys = [layout.key(ds.name, ds.version, ticker, p) for p in periods]
-        fetch_cols = cols if sub is None or sub in cols else [*cols, sub]
-        tables = self._fetch_tables(keys, fetch_cols, parallel=parallel)
-        if not tables:
-            return ds.schema.empty_table().select(cols)
-        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        table = table.filter(_date_mask(table.column(ds.time_column), lo, hi))
-        if sub is not None and len(tables) > 1:  # interleave the sub-partitions by time
-            table = table.sort_by([(k, "ascending") for k in ds.key if k in table.column_names])
-        return table.select(cols)
+        return self.reader.read(ds, ticker, lo, hi, cols, map_fn=self._map_fn(parallel))
 
-    def _fetch_tables(
-        self, keys: list[str], columns: list[str], *, parallel: bool = True
-    ) -> list[pa.Table]:
-        def one(key: str) -> pa.Table | None:
-            try:
-                got = self.store.get(key)
-            except ObjectNotFoundError:
-                return None
-            return decode_table(got.data, key=key, columns=columns)
-
-        if len(keys) == 1 or not parallel or self.store.is_local:
-            # local files: reading is microseconds, decoding is CPU; a pool only adds overhead
-            results = [one(k) for k in keys]
-        else:
-            results = list(self._executor().map(one, keys))
-        return [t for t in results if t is not None and t.num_rows]
+    def _map_fn(self, parallel: bool) -> Any:
+        """How to fetch several objects: a pool for remote stores; serially for local files
+        (reading is microseconds and decoding holds the GIL, so a pool only adds overhead) and
+        inside a pool task (nested pool.map can starve the pool)."""
+        if not parallel or self.store.is_local:
+            return None
+        return self._executor().map
 
     def read_batch(
         self,
@@ -670,6 +625,8 @@ def open_lake(
     catalog: str | os.PathLike[str] | None = None,
     max_workers: int = 16,
     fsync: bool = True,
+    cache: bool | str | os.PathLike[str] | None = None,
+    cache_max_bytes: int | None = None,
 ) -> Lake:
     """Open (creating if needed) the lake at ``url``.
 
@@ -687,6 +644,15 @@ def open_lake(
         Threads used for concurrent object reads.
     fsync:
         Local lakes: fsync every object before it becomes visible (default True).
+    cache:
+        Local read-through cache of remote objects: None (default) = on for S3/R2 lakes, off
+        for local and memory lakes; True/False to force; or a directory. Entries are keyed by
+        content hash / ETag, so a changed object is never served stale; a repeated read costs
+        one HEAD of ``_meta`` per ticker and no data GETs. Default directory: the platformdirs
+        user cache dir (``marketlake/objects``); ``MARKETLAKE_CACHE_DIR`` overrides it.
+    cache_max_bytes:
+        Size bound of the cache (default 2 GiB; ``MARKETLAKE_CACHE_MAX_BYTES`` overrides it);
+        least recently used entries are evicted.
 
     Raises
     ------
@@ -696,4 +662,34 @@ def open_lake(
     store = url if isinstance(url, ObjectStore) else open_store(url, fsync=fsync)
     marker = ensure_marker(store, {d.name: d.layout for d in list_datasets()})
     cat = Catalog.open(os.fspath(catalog) if catalog is not None else default_catalog_path(store))
-    return Lake(store, cat, marker, max_workers=max_workers)
+    return Lake(
+        store,
+        cat,
+        marker,
+        max_workers=max_workers,
+        cache=_open_cache(store, cache, cache_max_bytes),
+    )
+
+
+def _open_cache(
+    store: ObjectStore, cache: bool | str | os.PathLike[str] | None, max_bytes: int | None
+) -> ReadCache | None:
+    remote = not (store.is_local or store.url.startswith("memory://"))
+    if cache is None:
+        cache = remote
+    if cache is False:
+        return None
+    if cache is True:
+        env = os.environ.get("MARKETLAKE_CACHE_DIR")
+        directory = Path(env) if env else default_cache_dir()
+    else:
+        directory = Path(cache)
+    if max_bytes is None:
+        env_max = os.environ.get("MARKETLAKE_CACHE_MAX_BYTES")
+        try:
+            max_bytes = int(env_max) if env_max else DEFAULT_MAX_BYTES
+        except ValueError:
+            raise ConfigError(
+                f"MARKETLAKE_CACHE_MAX_BYTES={env_max!r} is not a whole number of bytes"
+            ) from None
+    return ReadCache(directory, max_bytes)

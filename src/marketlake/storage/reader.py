@@ -1,0 +1,205 @@
+"""The read path: which objects hold a ticker's rows for a date range, fetched and decoded.
+
+Reads are driven by the ticker's ``_meta`` object (one small GET, or one HEAD with the local
+cache): it lists every partition with its inclusive date range, so a reader fetches exactly the
+objects that overlap the range -- monthly files for recent months, compacted yearly or history
+files for closed ones (see :mod:`marketlake.ingest.compact`) -- with no LIST and no 404 probes.
+When ``_meta`` is corrupt, a read falls back to the keys the layout computes for the range
+(404s skipped) and logs how to repair the metadata.
+
+Used by :class:`marketlake.Lake` and by batch workers (derived datasets read their inputs here).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from marketlake.errors import CorruptObjectError, ObjectNotFoundError
+from marketlake.schemas.datasets import Dataset
+from marketlake.storage.cache import ReadCache
+from marketlake.storage.layout import Layout, split_sub
+from marketlake.storage.meta import PartitionMeta, TickerMeta, meta_key
+from marketlake.storage.parquet import decode_table, sha256_hex
+from marketlake.storage.store import ObjectStore
+
+log = logging.getLogger("marketlake.read")
+
+T = TypeVar("T")
+R = TypeVar("R")
+MapFn = Callable[[Callable[[T], R], Iterable[T]], Iterable[R]]
+
+
+def date_mask(tcol: pa.ChunkedArray, lo: dt.date, hi: dt.date) -> pa.ChunkedArray:
+    """Rows whose date is in ``[lo, hi]``; for timestamp columns (minute bars) the UTC date."""
+    if pa.types.is_timestamp(tcol.type):
+        tz = dt.UTC if tcol.type.tz else None
+        start = dt.datetime.combine(lo, dt.time(), tz)
+        stop = dt.datetime.combine(hi + dt.timedelta(days=1), dt.time(), tz)
+        return pc.and_(
+            pc.greater_equal(tcol, pa.scalar(start, tcol.type)),
+            pc.less(tcol, pa.scalar(stop, tcol.type)),
+        )
+    return pc.and_(
+        pc.greater_equal(tcol, pa.scalar(lo, tcol.type)),
+        pc.less_equal(tcol, pa.scalar(hi, tcol.type)),
+    )
+
+
+class PartitionReader:
+    """Reads one store's per-ticker partitions. Thread-safe (no mutable state but the cache,
+    which is itself thread-safe).
+
+    Parameters
+    ----------
+    store:
+        The lake's object store.
+    layouts:
+        Dataset name -> layout in force (from the lake marker).
+    cache:
+        Optional local read-through cache (remote lakes): data objects are looked up by the
+        SHA-256 that ``_meta`` records, ``_meta`` itself by its ETag after a HEAD.
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        layouts: dict[str, Layout],
+        *,
+        cache: ReadCache | None = None,
+    ) -> None:
+        self.store = store
+        self.layouts = layouts
+        self.cache = cache
+        self.objects_read = 0  # data objects fetched from the store (statistics; approximate)
+
+    # -- _meta --------------------------------------------------------------------------------
+
+    def meta(self, dataset: str, ticker: str) -> TickerMeta | None:
+        """The ``_meta`` of (dataset, ticker) or None; CorruptObjectError when unreadable."""
+        key = meta_key(dataset, ticker)
+        if self.cache is not None:
+            info = self.store.head(key)
+            if info is None:
+                return None
+            if info.etag:
+                hit = self.cache.get(f"meta:{key}:{info.etag}")
+                if hit is not None:
+                    return TickerMeta.from_bytes(hit, key=key)
+            got = self.store.get_or_none(key)
+            if got is None:
+                return None
+            if got.etag:
+                self.cache.put(f"meta:{key}:{got.etag}", got.data)
+            return TickerMeta.from_bytes(got.data, key=key)
+        got = self.store.get_or_none(key)
+        return TickerMeta.from_bytes(got.data, key=key) if got else None
+
+    # -- planning -----------------------------------------------------------------------------
+
+    def plan(
+        self, ds: Dataset, ticker: str, lo: dt.date | None, hi: dt.date | None
+    ) -> tuple[list[PartitionMeta | str], dt.date | None, dt.date | None]:
+        """The partitions to read for ``[lo, hi]`` (None: open bound) and the bounds resolved.
+
+        Items are :class:`PartitionMeta` (from ``_meta``) or, when ``_meta`` is corrupt and the
+        range is closed, bare keys computed from the layout (missing ones are skipped)."""
+        layout = self.layouts[ds.name]
+        try:
+            meta = self.meta(ds.name, ticker)
+        except CorruptObjectError as exc:
+            if lo is None or hi is None or layout.sub_partition is not None:
+                raise
+            log.warning("%s; reading the layout's keys for %s..%s instead", exc, lo, hi)
+            periods = layout.periods_between(lo, hi)
+            return [layout.key(ds.name, ds.version, ticker, p) for p in periods], lo, hi
+        if meta is None or meta.min_date is None or meta.max_date is None:
+            return [], lo, hi
+        lo = lo or meta.min_date
+        hi = hi or meta.max_date
+        if hi < lo:
+            return [], lo, hi
+        parts = [p for p in meta.partitions.values() if p.max_date >= lo and p.min_date <= hi]
+        parts.sort(key=lambda p: (p.min_date, p.period))
+        return list(parts), lo, hi
+
+    # -- fetching -----------------------------------------------------------------------------
+
+    def fetch(
+        self,
+        items: Sequence[PartitionMeta | str],
+        columns: list[str] | None,
+        *,
+        map_fn: MapFn[PartitionMeta | str, pa.Table | None] | None = None,
+    ) -> list[pa.Table]:
+        """GET and decode ``items`` (in order); empty and missing objects are dropped."""
+        if map_fn is None or len(items) < 2:
+            results = [self._one(i, columns) for i in items]
+        else:
+            results = list(map_fn(lambda i: self._one(i, columns), items))
+        return [t for t in results if t is not None and t.num_rows]
+
+    def _one(self, item: PartitionMeta | str, columns: list[str] | None) -> pa.Table | None:
+        key = item if isinstance(item, str) else item.key
+        digest = None if isinstance(item, str) else item.sha256
+        if self.cache is not None and digest:
+            data = self.cache.get(f"obj:{digest}")
+            if data is not None:
+                return decode_table(data, key=key, columns=columns)
+        try:
+            got = self.store.get(key)
+        except ObjectNotFoundError:
+            if isinstance(item, str):
+                return None
+            raise ObjectNotFoundError(
+                f"object {key} is listed in the ticker's _meta but missing from the store; "
+                "restore it from a backup, or run 'marketlake repair-meta' to drop it from _meta",
+                key=key,
+            ) from None
+        self.objects_read += 1
+        if self.cache is not None and digest and sha256_hex(got.data) == digest:
+            self.cache.put(f"obj:{digest}", got.data)  # only bytes that match _meta
+        return decode_table(got.data, key=key, columns=columns)
+
+    def read(
+        self,
+        ds: Dataset,
+        ticker: str,
+        lo: dt.date | None,
+        hi: dt.date | None,
+        columns: list[str],
+        *,
+        map_fn: MapFn[PartitionMeta | str, pa.Table | None] | None = None,
+    ) -> pa.Table:
+        """Rows of (ds, ticker) with time in ``[lo, hi]`` (inclusive dates; None = open), only
+        ``columns`` (which must include the time column), sorted by the dataset key."""
+        items, lo, hi = self.plan(ds, ticker, lo, hi)
+        if not items or lo is None or hi is None:
+            return ds.schema.empty_table().select(columns)
+        sub = self.layouts[ds.name].sub_partition
+        fetch_cols = columns if sub is None or sub in columns else [*columns, sub]
+        tables = self.fetch(items, fetch_cols, map_fn=map_fn)
+        if not tables:
+            return ds.schema.empty_table().select(columns)
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        table = table.filter(date_mask(table.column(ds.time_column), lo, hi))
+        if len(tables) > 1 and _interleaved(items):
+            table = table.sort_by([(k, "ascending") for k in ds.key if k in table.column_names])
+        return table.select(columns)
+
+
+def _interleaved(items: Sequence[PartitionMeta | str]) -> bool:
+    """True when the partitions' date ranges overlap (sub-partitions such as exchanges), so
+    the concatenated rows must be sorted."""
+    if any(isinstance(i, str) for i in items):
+        return False
+    metas = [i for i in items if isinstance(i, PartitionMeta)]
+    if any(split_sub(p.period)[0] is not None for p in metas):
+        return True
+    return any(a.max_date >= b.min_date for a, b in itertools.pairwise(metas))
