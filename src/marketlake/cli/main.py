@@ -238,6 +238,60 @@ def ingest(
     _run(go)
 
 
+@app.command()
+def derive(
+    lake: LakeOpt = DEFAULT_LAKE,
+    tickers: Annotated[
+        str | None,
+        typer.Option("--tickers", "-t", help="Comma-separated tickers (default: all with prices)."),
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="Write rows from this session on (YYYY-MM-DD); tickers whose inputs changed "
+            "earlier (a new split, a late filing) get their full history. Default: full history."
+        ),
+    ] = None,
+    datasets: Annotated[
+        str, typer.Option(help="Comma-separated derived datasets.")
+    ] = "signals_technical,signals_valuation",
+    full: Annotated[
+        bool, typer.Option("--full", help="Rewrite the full history of every ticker.")
+    ] = False,
+    workers: Annotated[int | None, typer.Option(help="Worker threads.", min=1)] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every item.")] = False,
+) -> None:
+    """Recompute the derived signal datasets from the lake's prices, corporate actions and
+    fundamentals: technical indicators on split-adjusted prices, valuation ratios point in time.
+
+    Idempotent (a re-run writes nothing) and resumable ('marketlake ingest --resume RUN_ID').
+    The daily batch already derives the signals it is asked for; use this after importing
+    history, after a backfill, or to rebuild.
+    """
+    _setup_logging(verbose, None)
+
+    def go() -> None:
+        import marketlake
+        from marketlake.ingest.derive import run_derive
+
+        names = [t for t in (tickers or "").split(",") if t.strip()] or None
+        with marketlake.open(lake) as lk:
+            summary = run_derive(
+                lk,
+                names,
+                [d.strip() for d in datasets.split(",") if d.strip()],
+                _date(start, "--start"),
+                full=full,
+                workers=workers,
+                progress=_progress(),
+            )
+            _print_summary(summary)
+            if summary.items_failed:
+                raise typer.Exit(3)
+
+    _run(go)
+
+
 def _print_summary(summary: Any, retry: str | None = None) -> None:
     from rich.markup import escape
 

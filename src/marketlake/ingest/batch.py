@@ -9,6 +9,7 @@ completed. A second run of the same batch rewrites no object.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -31,6 +32,7 @@ import pyarrow as pa
 
 from marketlake.catalog import Catalog, RunItemRow, utc_now_iso
 from marketlake.errors import MarketlakeError, is_retryable
+from marketlake.ingest.derive import DERIVED_DATASETS, DeriveSource, derive_tables
 from marketlake.ingest.progress import NullProgress, Progress
 from marketlake.ingest.writer import PartitionWriter, WriteResult
 from marketlake.schemas.datasets import get_dataset
@@ -38,6 +40,7 @@ from marketlake.schemas.tickers import normalize_tickers
 from marketlake.sources.base import Source, SourceRequest
 from marketlake.sources.registry import get_source
 from marketlake.storage.meta import TickerMeta
+from marketlake.storage.reader import PartitionReader
 
 log = logging.getLogger("marketlake.ingest.items")
 
@@ -142,11 +145,11 @@ def run_batch(
     """
     symbols = normalize_tickers(list(tickers))
     names = [get_dataset(d).name for d in dict.fromkeys(datasets)]
-    unsupported = [d for d in names if d not in source.datasets]
+    unsupported = [d for d in names if d not in source.datasets and d not in DERIVED_DATASETS]
     if unsupported:
         raise MarketlakeError(
             f"source {source.name!r} does not provide {unsupported}; it provides "
-            f"{list(source.datasets)}",
+            f"{list(source.datasets)} (and marketlake derives {list(DERIVED_DATASETS)})",
             source=source.name,
         )
     if end < start:
@@ -160,6 +163,7 @@ def run_batch(
         "end": end.isoformat(),
         "kind": kind,
         "advance_watermark": advance_watermark,
+        "full": bool(getattr(source, "full", False)),
     }
     lake.catalog.create_run(run_id, kind, source.name, params, items)
     return _execute(
@@ -195,7 +199,16 @@ def resume_batch(
             f"run {run_id} imported files and cannot be resumed; run the same 'marketlake import' "
             "again (an import is idempotent: files already written change nothing)"
         )
-    src = source or get_source(str(params["source"]))
+    if source is not None:
+        src = source
+    elif params["source"] == DeriveSource.name:
+        src = DeriveSource(
+            lake.writer.store.open_url,
+            {k: v.template for k, v in lake.writer.layouts.items()},
+            full=bool(params.get("full", False)),
+        )
+    else:
+        src = get_source(str(params["source"]))
     start = dt.date.fromisoformat(str(params["start"]))
     end = dt.date.fromisoformat(str(params["end"]))
     items = lake.catalog.unfinished_items(run_id)
@@ -263,7 +276,9 @@ def _execute(
 
     # Objects are written without a per-object fsync; one syncfs before each catalog flush
     # makes them durable first (group commit), so the commit order data -> _meta -> catalog holds.
-    target = _Target(PartitionWriter(lake.writer.store.with_fsync(False), lake.writer.layouts))
+    writer = PartitionWriter(lake.writer.store.with_fsync(False), lake.writer.layouts)
+    cache = getattr(getattr(lake, "reader", None), "cache", None)
+    target = _Target(writer, PartitionReader(writer.store, writer.layouts, cache=cache))
     nproc = _choose_processes(lake, source, len(items), processes)
     if nproc > 1:
         outcomes = _run_processes(lake, source, requests, fetch_retries, run_id, nproc, workers)
@@ -376,8 +391,9 @@ def _run_threads(
 class _Target:
     """What a worker needs: a writer (fsync deferred to a group commit) and _meta reads."""
 
-    def __init__(self, writer: PartitionWriter) -> None:
+    def __init__(self, writer: PartitionWriter, reader: PartitionReader | None = None) -> None:
         self.writer = writer
+        self.reader = reader or PartitionReader(writer.store, writer.layouts)
 
     @classmethod
     def open(cls, url: str, layouts: dict[str, str]) -> _Target:
@@ -491,8 +507,10 @@ def _process(
     started = utc_now_iso()
     items: list[RunItemRow] = []
     writes: list[WriteResult] = []
+    own = tuple(d for d in req.datasets if d in source.datasets)
+    derived = tuple(d for d in req.datasets if d not in source.datasets)
     try:
-        tables = _fetch(source, req, retries)
+        tables = _fetch(source, dataclasses.replace(req, datasets=own), retries) if own else {}
     except Exception as exc:  # one ticker's failure must not stop the batch
         message = _describe(exc)
         log.warning("%s: fetch failed: %s", req.ticker, message)
@@ -519,12 +537,52 @@ def _process(
         source.name,
         run_id,
         req.ticker,
-        req.datasets,
+        own,
         tables,
         started,
         where=f"from {source.name} for {req.start}..{req.end}",
     )
+    if derived:  # after the inputs landed: signals from the lake's prices/actions/fundamentals
+        d_items, d_writes = _derive_items(lake, run_id, req, derived, items, started)
+        items += d_items
+        writes += d_writes
     return _Outcome(items, writes)
+
+
+def _derive_items(
+    lake: _Target,
+    run_id: str,
+    req: SourceRequest,
+    derived: tuple[str, ...],
+    source_items: list[RunItemRow],
+    started: str,
+) -> tuple[list[RunItemRow], list[WriteResult]]:
+    """Derive ``derived`` for ``req.ticker`` from what is in the lake now (rows from
+    ``req.start`` on; the full history when older inputs changed)."""
+    bad = [i for i in source_items if i.status == "failed" and i.dataset == "prices"]
+    if bad:
+        message = f"not derived: its prices failed ({bad[0].error})"
+        return [
+            _item(run_id, req.ticker, d, "failed", 0, 0, 0, 0, message, started) for d in derived
+        ], []
+    try:
+        tables = derive_tables(lake.reader, req.ticker, derived, req.start)
+    except Exception as exc:
+        message = f"derive failed: {_describe(exc)}"
+        log.warning("%s: %s", req.ticker, message)
+        return [
+            _item(run_id, req.ticker, d, "failed", 0, 0, 0, 0, message, started) for d in derived
+        ], []
+    return _write_tables(
+        lake,
+        DeriveSource.name,
+        run_id,
+        req.ticker,
+        derived,
+        tables,
+        started,
+        where=f"derived from {req.start}",
+    )
 
 
 def _write_tables(
