@@ -1233,6 +1233,17 @@ class Catalog:
         with self._writing("upsert partitions") as conn:
             conn.executemany(_UPSERT_PARTITION, params)
 
+    def delete_partitions(self, keys: Iterable[tuple[str, str, str]]) -> int:
+        """Forget partitions by ``(dataset, ticker, period)`` (after compaction folded them into
+        a history object). Returns the number of rows deleted."""
+        params = list(keys)
+        with self._writing("delete partitions") as conn:
+            before = conn.total_changes
+            conn.executemany(
+                "DELETE FROM partitions WHERE dataset = ? AND ticker = ? AND period = ?", params
+            )
+            return int(conn.total_changes - before)
+
     def replace_partitions(self, rows: Iterable[PartitionRow]) -> None:
         """Replace the whole partitions table with ``rows`` in one transaction.
 

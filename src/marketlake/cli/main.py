@@ -292,6 +292,49 @@ def derive(
     _run(go)
 
 
+@app.command()
+def compact(
+    lake: LakeOpt = DEFAULT_LAKE,
+    dataset: Annotated[
+        list[str] | None,
+        typer.Option("--dataset", help="Dataset to compact (repeatable; default: all monthly)."),
+    ] = None,
+    tickers: Annotated[
+        str | None, typer.Option("--tickers", "-t", help="Comma-separated tickers (default: all).")
+    ] = None,
+    before: Annotated[
+        str | None,
+        typer.Option(help="Fold months before this one (YYYY-MM); default: the current month."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only report what would be folded.")
+    ] = False,
+) -> None:
+    """Fold each ticker's closed monthly partitions into one history object, so long reads
+    fetch two objects instead of one per month. Invisible to readers (same rows); the current
+    month keeps its monthly key; a re-run with nothing new writes nothing."""
+
+    def go() -> None:
+        import marketlake
+
+        names = [t for t in (tickers or "").split(",") if t.strip()] or None
+        with marketlake.open(lake) as lk:
+            s = lk.compact(dataset or None, names, before=before, dry_run=dry_run)
+        verb = "would fold" if s.dry_run else "folded"
+        out.print(
+            f"{verb} {s.partitions_folded} partition(s) of {s.tickers} ticker(s) before "
+            f"{s.before}; {s.objects_written} object(s) written, {s.objects_deleted} deleted "
+            f"in {s.seconds:.2f} s",
+            highlight=False,
+        )
+        for what, exc in list(s.errors.items())[:20]:
+            err.print(f"[red]failed[/red] {what}: {exc}", highlight=False, soft_wrap=True)
+        if s.errors:
+            raise typer.Exit(3)
+
+    _run(go)
+
+
 def _print_summary(summary: Any, retry: str | None = None) -> None:
     from rich.markup import escape
 

@@ -23,6 +23,7 @@ import pyarrow as pa
 from marketlake import calendars
 from marketlake.catalog import MonthProgressRow, PartitionRow, utc_now_iso
 from marketlake.schemas.datasets import Dataset, get_dataset
+from marketlake.storage.layout import HISTORY_PREFIX, is_history, split_sub
 
 if TYPE_CHECKING:
     from marketlake.query.lake import Lake
@@ -117,7 +118,7 @@ def refresh_months(
         lo, hi = month_bounds(label)
         expected = calendars.sessions(max(lo, first), hi, calendar)
         month_sessions = calendars.sessions(lo, hi, calendar)
-        part = by_period.get(layout.period_of(lo))
+        part = by_period.get(layout.period_of(lo)) or _history_holding(parts, label)
         present, last_date, row_count = _present(lake, ds, ticker, part, label, lo, hi, calendar)
         ended = bool(month_sessions) and month_sessions[-1] <= as_of
         complete = ended and present >= len(expected)
@@ -140,6 +141,14 @@ def refresh_months(
     if rows:
         lake.catalog.upsert_month_progress(rows)
     return rows
+
+
+def _history_holding(parts: Sequence[PartitionRow], month: str) -> PartitionRow | None:
+    """The compacted history partition that holds ``month`` (``YYYY-MM``), if any."""
+    for p in parts:
+        if is_history(p.period) and month <= split_sub(p.period)[1][len(HISTORY_PREFIX) :]:
+            return p
+    return None
 
 
 def _present(

@@ -37,7 +37,7 @@ from marketlake.errors import ConflictError, CorruptObjectError, DataValidationE
 from marketlake.ingest.merge import merge_rows
 from marketlake.schemas.conform import conform
 from marketlake.schemas.datasets import Dataset
-from marketlake.storage.layout import SUB_VALUE, Layout
+from marketlake.storage.layout import HISTORY_PREFIX, SUB_VALUE, Layout, is_history, split_sub
 from marketlake.storage.meta import PartitionMeta, TickerMeta, meta_key
 from marketlake.storage.parquet import decode_table, encode_table, sha256_hex
 from marketlake.storage.store import GetResult, ObjectStore
@@ -113,6 +113,56 @@ def _to_date(value: np.datetime64) -> dt.date:
 PREFETCH_THREADS = 32  # concurrent GETs of _meta + partitions on remote stores (shared by callers)
 
 
+class _RerouteError(Exception):
+    """A concurrent compaction changed where some of the rows belong: restart the write."""
+
+
+def route_periods(groups: dict[str, pa.Table] | list[str], meta: TickerMeta) -> dict[str, str]:
+    """Period -> compacted history label, for the periods (month/day labels) that ``meta``
+    says were folded into a history object (pure). Periods that exist as their own partition,
+    or lie after every history object, keep their own label."""
+    history: dict[str | None, tuple[str, str]] = {}  # sub -> (upto month, label)
+    for label in meta.partitions:
+        if is_history(label):
+            sub, period = split_sub(label)
+            upto = period[len(HISTORY_PREFIX) :]
+            if sub not in history or upto > history[sub][0]:
+                history[sub] = (upto, label)
+    if not history:
+        return {}
+    out: dict[str, str] = {}
+    for label in groups:
+        if label in meta.partitions or is_history(label):
+            continue
+        sub, period = split_sub(label)
+        hit = history.get(sub)
+        if hit is not None and period[:7] <= hit[0]:
+            out[label] = hit[1]
+    return out
+
+
+def _latest_compaction(parts: dict[str, PartitionMeta]) -> dict[str, PartitionMeta]:
+    """Objects found by LIST after a crash may include an older history object or monthly
+    objects already folded into the newest one: keep, per sub-partition, the newest history
+    object and only the partitions after it (what the newest committed ``_meta`` listed)."""
+    newest: dict[str | None, str] = {}
+    for label in parts:
+        if is_history(label):
+            sub, period = split_sub(label)
+            if sub not in newest or period > split_sub(newest[sub])[1]:
+                newest[sub] = label
+    if not newest:
+        return parts
+    out: dict[str, PartitionMeta] = {}
+    for label, p in parts.items():
+        sub, period = split_sub(label)
+        keep = newest.get(sub)
+        upto = split_sub(keep)[1][len(HISTORY_PREFIX) :] if keep else ""
+        if keep is None or label == keep or (not is_history(label) and period[:7] > upto):
+            out[label] = p
+    return out
+
+
 class PartitionWriter:
     """Writes batches of rows for one lake store. Thread-safe (holds no mutable state).
 
@@ -154,8 +204,33 @@ class PartitionWriter:
         """
         table = conform(data, dataset, ticker)
         layout = self.layouts[dataset.name]
-        groups = split_by_period(table, dataset.time_column, layout)
         mkey = meta_key(dataset.name, ticker)
+        orphans: set[str] = set()
+        for _ in range(self.max_conflicts + 1):
+            try:
+                result = self._write_once(dataset, ticker, table, layout, mkey, source, orphans)
+            except _RerouteError:
+                continue  # compaction moved our months into a history object: redo the merge
+            for key in orphans - {p.key for p in result.meta.partitions.values()}:
+                self.store.delete(key)  # written by a rerouted attempt, referenced by nothing
+            return result
+        raise ConflictError(
+            f"{dataset.name} {ticker}: gave up after {self.max_conflicts} concurrent "
+            "compactions; run the write again",
+            key=mkey,
+        )
+
+    def _write_once(
+        self,
+        dataset: Dataset,
+        ticker: str,
+        table: pa.Table,
+        layout: Layout,
+        mkey: str,
+        source: str | None,
+        orphans: set[str],
+    ) -> WriteResult:
+        groups = split_by_period(table, dataset.time_column, layout)
         keys = {p: layout.key(dataset.name, dataset.version, ticker, p) for p in sorted(groups)}
         # GET _meta and every touched partition up front (concurrently on a remote store: one
         # round trip instead of 1 + partitions); a corrupt partition refuses the whole write
@@ -163,12 +238,17 @@ class PartitionWriter:
         meta_obj, firsts = self._read_all(dataset, mkey, keys)
         now = self.clock()
         meta, rebuilt = self._decode_meta(meta_obj, dataset, ticker, mkey, now)
+        route = route_periods(groups, meta)
+        if route:  # months folded into a compacted history object are merged into it
+            groups, keys, firsts = self._reroute(dataset, ticker, layout, groups, firsts, route)
         added = updated = written = 0
         mine: dict[str, PartitionMeta] = {}
         for period, key in keys.items():
             pmeta, a, u, w = self._write_partition(
                 dataset, key, period, groups[period], now, source, firsts[period]
             )
+            if w:
+                orphans.add(key)
             mine[period] = pmeta
             added, updated, written = added + a, updated + u, written + w
         changed = [p for p in mine.values() if not p.same_content(meta.partitions.get(p.period))]
@@ -190,6 +270,28 @@ class PartitionWriter:
                 final_meta.partitions[p] for p in mine if p in final_meta.partitions
             ],
         )
+
+    def _reroute(
+        self,
+        dataset: Dataset,
+        ticker: str,
+        layout: Layout,
+        groups: dict[str, pa.Table],
+        firsts: dict[str, tuple[GetResult | None, pa.Table | None]],
+        route: dict[str, str],
+    ) -> tuple[
+        dict[str, pa.Table], dict[str, str], dict[str, tuple[GetResult | None, pa.Table | None]]
+    ]:
+        merged: dict[str, list[pa.Table]] = {}
+        for period, rows in groups.items():
+            merged.setdefault(route.get(period, period), []).append(rows)
+        new_groups = {p: pa.concat_tables(ts) if len(ts) > 1 else ts[0] for p, ts in merged.items()}
+        keys = {p: layout.key(dataset.name, dataset.version, ticker, p) for p in sorted(new_groups)}
+        new_firsts = {
+            p: firsts[p] if p in firsts else self._read_partition(dataset, keys[p])
+            for p in new_groups
+        }
+        return new_groups, keys, new_firsts
 
     # -- partitions -------------------------------------------------------------------------
 
@@ -338,7 +440,7 @@ class PartitionWriter:
             if current is None or table is None or table.num_rows == 0:
                 continue
             parts[hit[3]] = self._pmeta(dataset, info.key, hit[3], table, current, now, None)
-        return TickerMeta(dataset.name, ticker, now, parts)
+        return TickerMeta(dataset.name, ticker, now, _latest_compaction(parts))
 
     def _commit_meta(
         self,
@@ -367,6 +469,9 @@ class PartitionWriter:
                 time.sleep(min(0.5, 0.005 * 2 ** min(attempt, 7)) * random.random())
                 meta_obj = self.store.get_or_none(mkey)
                 meta, _ = self._decode_meta(meta_obj, dataset, ticker, mkey, now)
+                gone = any(is_history(p) and p not in meta.partitions for p in mine)
+                if gone or route_periods(list(mine), meta):
+                    raise _RerouteError from None  # a compaction moved our months
                 mine = self._refresh(dataset, mine)
         raise AssertionError("unreachable")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from marketlake.schemas.datasets import Dataset, get_dataset, list_datasets
 from marketlake.schemas.tickers import normalize_ticker
 from marketlake.storage.cache import DEFAULT_MAX_BYTES, ReadCache, default_cache_dir
 from marketlake.storage.format import LakeMarker, ensure_marker
-from marketlake.storage.layout import Layout
+from marketlake.storage.layout import Layout, is_history, split_sub
 from marketlake.storage.meta import META_PREFIX, TickerMeta, meta_key
 from marketlake.storage.reader import PartitionReader
 from marketlake.storage.store import ObjectStore, open_store
@@ -64,6 +65,21 @@ def convert(table: pa.Table, output: Output) -> Any:
     if output == "pandas":
         return table.to_pandas(date_as_object=False, coerce_temporal_nanoseconds=True)
     raise MarketlakeError(f"output={output!r} is not one of 'pandas', 'polars', 'arrow'")
+
+
+@dataclass
+class CompactSummary:
+    """What :meth:`Lake.compact` did: tickers compacted, monthly partitions folded, objects
+    written (history + ``_meta``) and deleted, per-ticker errors (the others went on)."""
+
+    before: str
+    dry_run: bool = False
+    tickers: int = 0
+    partitions_folded: int = 0
+    objects_written: int = 0
+    objects_deleted: int = 0
+    seconds: float = 0.0
+    errors: dict[str, MarketlakeError] = field(default_factory=dict)
 
 
 @dataclass
@@ -506,6 +522,103 @@ class Lake:
         """Tickers that have data (from the catalog), optionally for one dataset."""
         rows = self.catalog.partitions(dataset=dataset)
         return sorted({r.ticker for r in rows})
+
+    # -- compaction ---------------------------------------------------------------------------
+
+    def compact(
+        self,
+        datasets: Sequence[str] | None = None,
+        tickers: Iterable[str] | None = None,
+        *,
+        before: str | None = None,
+        dry_run: bool = False,
+        workers: int | None = None,
+        on_ticker: Any = None,
+    ) -> CompactSummary:
+        """Fold closed monthly partitions into one history object per ticker (see
+        :mod:`marketlake.ingest.compact`); reads return the same rows before and after.
+
+        Parameters
+        ----------
+        datasets:
+            Datasets to compact (default: every dataset whose layout has monthly or daily
+            folders).
+        tickers:
+            Tickers (default: every ticker with a partition to fold, from the catalog).
+        before:
+            ``YYYY-MM``: fold months strictly before it (default: the current UTC month, which
+            keeps its spec monthly key).
+        dry_run:
+            Only report what would be folded.
+        workers:
+            Threads (default: 2 for local lakes -- CPU-bound --, 32 for remote ones).
+        on_ticker:
+            Optional callback ``f(CompactResult)`` after each ticker (progress).
+        """
+        from marketlake.ingest.compact import compact_ticker
+
+        cutoff = before or f"{dt.datetime.now(dt.UTC):%Y-%m}"
+        if len(cutoff) != 7 or cutoff[4] != "-" or not (cutoff[:4] + cutoff[5:]).isdigit():
+            raise MarketlakeError(f"before={before!r} is not a month; use YYYY-MM")
+        names = (
+            [get_dataset(d).name for d in datasets]
+            if datasets
+            else [n for n in self.layouts if self.layouts[n].compactable]
+        )
+        wanted = {normalize_ticker(t) for t in tickers} if tickers is not None else None
+        jobs: list[tuple[str, str]] = []
+        for name in names:
+            layout = self.layout(name)
+            if not layout.compactable:
+                raise MarketlakeError(
+                    f"dataset {name}: its layout {layout.template!r} has no monthly or daily "
+                    "folders to compact",
+                    dataset=name,
+                )
+            todo = {
+                r.ticker
+                for r in self.catalog.partitions(dataset=name)
+                if not is_history(r.period) and split_sub(r.period)[1][:7] < cutoff
+            }
+            jobs += [(name, t) for t in sorted(todo) if wanted is None or t in wanted]
+        summary = CompactSummary(before=cutoff, dry_run=dry_run)
+        t0 = time.perf_counter()
+
+        def one(job: tuple[str, str]) -> Any:
+            ds = get_dataset(job[0])
+            try:
+                return compact_ticker(
+                    self.store, self.layouts[ds.name], ds, job[1], before=cutoff, dry_run=dry_run
+                )
+            except MarketlakeError as exc:
+                return (job, exc)
+
+        threads = workers or (2 if self.store.is_local else 32)
+        with ThreadPoolExecutor(max(1, threads), thread_name_prefix="marketlake-compact") as pool:
+            for res in pool.map(one, jobs):
+                if isinstance(res, tuple):
+                    (name, ticker), exc = res
+                    summary.errors[f"{name}/{ticker}"] = exc
+                    continue
+                if on_ticker is not None:
+                    on_ticker(res)
+                if not res.removed:
+                    continue
+                summary.tickers += 1
+                summary.partitions_folded += sum(1 for p in res.removed if not is_history(p.period))
+                summary.objects_written += res.objects_written
+                summary.objects_deleted += res.objects_deleted
+                if dry_run:
+                    continue
+                self.catalog.delete_partitions(
+                    (res.dataset, res.ticker, p.period) for p in res.removed
+                )
+                self.catalog.upsert_partitions(
+                    _partition_row(res.dataset, res.ticker, p, p.source or "compact")
+                    for p in res.added
+                )
+        summary.seconds = time.perf_counter() - t0
+        return summary
 
     # -- catalog maintenance ----------------------------------------------------------------
 

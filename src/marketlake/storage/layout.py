@@ -47,9 +47,26 @@ _PATTERNS = {
     "MM": r"[0-9]{2}",
     "DD": r"[0-9]{2}",
     "YYYYMMDD": r"[0-9]{8}",
+    "UPTO": r"[0-9]{4}-[0-9]{2}",
 }
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 ALL_PERIOD = "all"
+#: Label prefix of a compacted history partition: ``"upto-2024-06"`` holds the ticker's rows of
+#: every month up to and including June 2024 (``marketlake compact``); its key replaces the date
+#: folders by ``history-upto-2024-06``.
+HISTORY_PREFIX = "upto-"
+_HISTORY_LABEL = re.compile(r"upto-([0-9]{4})-([0-9]{2})")
+
+
+def is_history(label: str) -> bool:
+    """True for a compacted history partition label (``"upto-2024-06"``, ``"binance:upto-…"``)."""
+    return split_sub(label)[1].startswith(HISTORY_PREFIX)
+
+
+def history_label(month: str, sub: str | None = None) -> str:
+    """The label of a history partition covering every month up to ``month`` (``YYYY-MM``)."""
+    label = f"{HISTORY_PREFIX}{month}"
+    return f"{sub}:{label}" if sub else label
 
 
 @dataclass(frozen=True)
@@ -127,21 +144,57 @@ class Layout:
         )
         return cls(template=template, grain=grain)
 
+    @property
+    def compactable(self) -> bool:
+        """True when closed periods can be folded into history objects: day or month grain with
+        every date placeholder a whole folder (``{YYYY}/{MM}/…``)."""
+        if self.grain not in ("day", "month"):
+            return False
+        segs = self.template.split("/")[:-1]
+        dated = [s for s in segs if any("{" + p + "}" in s for p in _DATE_PARTS)]
+        return bool(dated) and all(s in ("{YYYY}", "{MM}", "{DD}") for s in dated)
+
+    def history_template(self) -> str:
+        """The key template of compacted history objects: the date folders replaced by one
+        ``history-upto-{UPTO}`` folder (``{UPTO}`` = ``YYYY-MM``)."""
+        if not self.compactable:
+            raise LayoutError(
+                f"layout {self.template!r} cannot be compacted: only monthly or daily layouts "
+                "whose date parts are whole folders ({YYYY}/{MM}/...) can",
+                layout=self.template,
+            )
+        segs = self.template.split("/")
+        out: list[str] = []
+        for seg in segs[:-1]:
+            if seg in ("{YYYY}", "{MM}", "{DD}"):
+                if "history-upto-{UPTO}" not in out:
+                    out.append("history-upto-{UPTO}")
+                continue
+            out.append(seg)
+        return "/".join([*out, segs[-1]])
+
     def match(self, key: str) -> tuple[str, int | None, str, str] | None:
         """Parse ``key`` back into ``(dataset, version, ticker, period)``, or None when ``key``
         does not fit the template (placeholders that repeat must agree; dates must be real).
-        The ticker is returned as spelled in the key (normalise it before use)."""
+        Compacted history keys give a ``"upto-YYYY-MM"`` period. The ticker is returned as
+        spelled in the key (normalise it before use)."""
+        hit = self._match(self.template, key)
+        if hit is None and self.compactable:
+            return self._match(self.history_template(), key)
+        return hit
+
+    def _match(self, template: str, key: str) -> tuple[str, int | None, str, str] | None:
         values: dict[str, str] = {}
         pattern = ""
         pos = 0
-        for m in _PLACEHOLDER.finditer(self.template):
-            pattern += re.escape(self.template[pos : m.start()])
+        for m in _PLACEHOLDER.finditer(template):
+            pattern += re.escape(template[pos : m.start()])
             name = m.group(1)
             group = f"p{len(values)}_{name}"
             values[group] = name
             pattern += f"(?P<{group}>{_PATTERNS[name]})"
             pos = m.end()
-        pattern += re.escape(self.template[pos:])
+        pattern += re.escape(template[pos:])
         hit = re.fullmatch(pattern, key)
         if hit is None:
             return None
@@ -158,7 +211,10 @@ class Layout:
             if prev != value and not (canonical == "TICKER" and prev.upper() == value.upper()):
                 return None
         try:
-            if self.grain == "day":
+            if "UPTO" in got:
+                dt.date(int(got["UPTO"][:4]), int(got["UPTO"][5:7]), 1)
+                period = HISTORY_PREFIX + got["UPTO"]
+            elif self.grain == "day":
                 period = dt.date(int(got["YYYY"]), int(got["MM"]), int(got["DD"])).isoformat()
             elif self.grain == "month":
                 period = f"{dt.date(int(got['YYYY']), int(got['MM']), 1):%Y-%m}"
@@ -209,6 +265,8 @@ class Layout:
         with a sub-partition the period label is ``"<value>:<period>"``."""
         sub_value, period = split_sub(period)
         text = self.template
+        if period.startswith(HISTORY_PREFIX):
+            text = self.history_template().replace("{UPTO}", period[len(HISTORY_PREFIX) :])
         sub = self.sub_partition
         if sub is not None:
             if sub_value is None or not SUB_VALUE.fullmatch(sub_value):
@@ -262,6 +320,10 @@ def period_bounds(period: str) -> tuple[dt.date, dt.date] | None:
     period = split_sub(period)[1]
     if period == ALL_PERIOD:
         return None
+    if (h := _HISTORY_LABEL.fullmatch(period)) is not None:
+        y, m = int(h.group(1)), int(h.group(2))
+        nxt = dt.date(y + 1, 1, 1) if m == 12 else dt.date(y, m + 1, 1)
+        return dt.date(1900, 1, 1), nxt - dt.timedelta(days=1)
     if len(period) == 4:
         y = int(period)
         return dt.date(y, 1, 1), dt.date(y, 12, 31)
