@@ -6,8 +6,10 @@ from marketlake.catalog.sqlite import (
     MIGRATIONS,
     MONITOR_FREQUENCIES,
     RUN_STATUSES,
+    VIOLATION_SEVERITIES,
     AssetRow,
     Catalog,
+    CrossSectionRow,
     Migration,
     MonitoredAsset,
     MonthProgressRow,
@@ -15,6 +17,7 @@ from marketlake.catalog.sqlite import (
     ProgressRow,
     RunItemRow,
     RunRow,
+    ViolationRow,
     utc_now_iso,
 )
 
@@ -24,8 +27,10 @@ __all__ = [
     "MIGRATIONS",
     "MONITOR_FREQUENCIES",
     "RUN_STATUSES",
+    "VIOLATION_SEVERITIES",
     "AssetRow",
     "Catalog",
+    "CrossSectionRow",
     "Migration",
     "MonitoredAsset",
     "MonthProgressRow",
@@ -33,5 +38,6 @@ __all__ = [
     "ProgressRow",
     "RunItemRow",
     "RunRow",
+    "ViolationRow",
     "utc_now_iso",
 ]

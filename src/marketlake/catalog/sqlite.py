@@ -14,6 +14,9 @@ The catalog records
   session present);
 * ``runs`` and ``run_items`` – every ingest run and the state of each (ticker, dataset) item in it,
   so an interrupted or partly failed run can be resumed by doing only what is not ``completed``.
+* ``violations`` and ``violation_scopes`` – what each data-quality check
+  (:mod:`marketlake.quality.validate`) found, and which datasets, tickers and dates it looked
+  at, so open violations and their trend over time can be reported.
 
 The object store is the source of truth: ``partitions`` (and ``assets``) can be rebuilt from the
 ``_meta`` objects with :meth:`Catalog.replace_partitions`.
@@ -59,6 +62,7 @@ __all__ = [
     "MIGRATIONS",
     "MONITOR_FREQUENCIES",
     "RUN_STATUSES",
+    "VIOLATION_SEVERITIES",
     "AssetRow",
     "Catalog",
     "Migration",
@@ -68,6 +72,7 @@ __all__ = [
     "ProgressRow",
     "RunItemRow",
     "RunRow",
+    "ViolationRow",
     "utc_now_iso",
 ]
 
@@ -81,6 +86,9 @@ ITEM_STATUSES = frozenset({"pending", "running", "completed", "failed"})
 """Statuses of a run item."""
 
 _FINAL_RUN_STATUSES = frozenset({"completed", "failed"})
+
+VIOLATION_SEVERITIES = ("error", "warning", "info")
+"""Severities of a data-quality violation, most severe first."""
 
 
 def utc_now_iso() -> str:
@@ -221,6 +229,71 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX ix_month_progress_complete ON month_progress (complete, dataset)",
         ),
     ),
+    Migration(
+        version=3,
+        name="data-quality violations and the scope of each check",
+        statements=(
+            # one row per violation found by a check (marketlake.quality.validate)
+            """CREATE TABLE violations (
+                check_id TEXT NOT NULL,
+                run_id TEXT,
+                checked_at TEXT NOT NULL,
+                ticker TEXT NOT NULL,
+                dataset TEXT NOT NULL,
+                date TEXT,
+                ts TEXT,
+                rule TEXT NOT NULL,
+                severity TEXT NOT NULL,
+                detail TEXT NOT NULL
+            )""",
+            "CREATE INDEX ix_violations_dataset_rule ON violations (dataset, rule)",
+            "CREATE INDEX ix_violations_checked_at ON violations (checked_at)",
+            "CREATE INDEX ix_violations_check ON violations (check_id)",
+            # what each check looked at: ticker '*' = every ticker, since NULL = all dates,
+            # rule '*' = the dataset's row rules (named '<dataset>.*', and read_error) or one
+            # rule's name; a violation is open until a later check covers it
+            """CREATE TABLE violation_scopes (
+                check_id TEXT NOT NULL,
+                checked_at TEXT NOT NULL,
+                dataset TEXT NOT NULL,
+                ticker TEXT NOT NULL,
+                rule TEXT NOT NULL,
+                since TEXT,
+                PRIMARY KEY (check_id, dataset, ticker, rule)
+            )""",
+            "CREATE INDEX ix_violation_scopes_cover "
+            "ON violation_scopes (dataset, ticker, checked_at)",
+        ),
+    ),
+    Migration(
+        version=4,
+        name="date-partitioned cross-section companions and the changes since each",
+        statements=(
+            # one companion object per (dataset, session date): every ticker's row of that day,
+            # built from everything up to change number seq
+            """CREATE TABLE cross_sections (
+                dataset TEXT NOT NULL,
+                day TEXT NOT NULL,
+                object_key TEXT NOT NULL,
+                tickers INTEGER NOT NULL,
+                bytes INTEGER NOT NULL,
+                sha256 TEXT NOT NULL,
+                built_at TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                PRIMARY KEY (dataset, day)
+            )""",
+            # every write that changed rows: which ticker, which days (a companion is stale for
+            # the tickers with a change numbered after its seq)
+            """CREATE TABLE xs_changes (
+                id INTEGER PRIMARY KEY,
+                dataset TEXT NOT NULL,
+                ticker TEXT NOT NULL,
+                first_day TEXT NOT NULL,
+                last_day TEXT NOT NULL
+            )""",
+            "CREATE INDEX ix_xs_changes_days ON xs_changes (dataset, first_day, last_day)",
+        ),
+    ),
 )
 """The ordered schema migrations. Append new steps; never edit a released one."""
 
@@ -358,6 +431,23 @@ ON CONFLICT (run_id, ticker, dataset) DO UPDATE SET
 """
 
 
+_VIOLATION_COLUMNS = (
+    "check_id, run_id, checked_at, ticker, dataset, date, ts, rule, severity, detail"
+)
+_VIOLATION_SELECT = ", ".join(f"v.{c.strip()}" for c in _VIOLATION_COLUMNS.split(","))
+# A stored violation is open while no later check covered its dataset, ticker and date.
+_OPEN_VIOLATION = """NOT EXISTS (
+    SELECT 1 FROM violation_scopes s
+    WHERE s.dataset = v.dataset
+        AND (s.ticker = v.ticker OR s.ticker = '*')
+        AND (s.rule = v.rule OR (s.rule = '*' AND (v.rule = 'read_error'
+             OR substr(v.rule, 1, length(s.dataset) + 1) = s.dataset || '.')))
+        AND (s.checked_at > v.checked_at
+             OR (s.checked_at = v.checked_at AND s.check_id > v.check_id))
+        AND (s.since IS NULL OR (v.date IS NOT NULL AND v.date >= s.since))
+)"""
+
+
 # --- rows ----------------------------------------------------------------------------------------
 
 
@@ -386,6 +476,21 @@ class AssetRow:
     frequency: str = "daily"
     first_seen: str = field(default_factory=utc_now_iso)
     last_seen: str = field(default_factory=utc_now_iso)
+
+
+@dataclass(frozen=True, slots=True)
+class CrossSectionRow:
+    """A date-partitioned companion object: every ticker's row of ``dataset`` on ``day``
+    (a session date), built from the changes numbered up to ``seq`` (``xs_changes``)."""
+
+    dataset: str
+    day: dt.date
+    object_key: str
+    tickers: int
+    bytes: int
+    sha256: str
+    built_at: str
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -587,6 +692,43 @@ class MonthProgressRow:
     bytes: int = 0
     object_key: str | None = None
     updated_at: str = field(default_factory=utc_now_iso)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ViolationRow:
+    """One data-quality violation found by a check (see :mod:`marketlake.quality.rules`).
+
+    Parameters
+    ----------
+    ticker, dataset:
+        Where: the lake ticker and dataset of the offending rows.
+    date:
+        Session (or period / filing) date of the offending row, when it has one.
+    ts:
+        UTC instant of the offending bar (minute and crypto bars), when it has one.
+    rule:
+        Rule name, e.g. ``"prices.gaps"``.
+    severity:
+        One of :data:`VIOLATION_SEVERITIES`.
+    detail:
+        What exactly is wrong, for humans.
+    check_id, checked_at:
+        The check that found it and when (UTC ISO text); :meth:`Catalog.record_violations`
+        fills both from its arguments.
+    run_id:
+        The ingest run the check followed, when one.
+    """
+
+    ticker: str
+    dataset: str
+    date: dt.date | None = None
+    ts: dt.datetime | None = None
+    rule: str
+    severity: str
+    detail: str
+    check_id: str = ""
+    checked_at: str = ""
+    run_id: str | None = None
 
 
 # --- conversions ---------------------------------------------------------------------------------
@@ -795,6 +937,97 @@ def _month_row(t: Sequence[Any]) -> MonthProgressRow:
         bytes=int(t[9]),
         object_key=_opt_str(t[10]),
         updated_at=str(t[11]),
+    )
+
+
+def _ts_text(value: dt.datetime | None, what: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, dt.datetime) or value.tzinfo is None:
+        raise CatalogError(f"{what} must be a time-zone aware datetime or None, got {value!r}")
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _text_ts(value: Any) -> dt.datetime | None:
+    if value is None:
+        return None
+    return dt.datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+
+
+def _check_severity(severity: str, ticker: str, rule: str) -> str:
+    if severity not in VIOLATION_SEVERITIES:
+        raise CatalogError(
+            f"violation {rule} of {ticker}: severity {severity!r} is not one of "
+            f"{list(VIOLATION_SEVERITIES)}; nothing was stored",
+            ticker=ticker,
+            rule=rule,
+        )
+    return severity
+
+
+def _violation_params(
+    r: ViolationRow, check_id: str, checked_at: str, run_id: str | None
+) -> tuple[Any, ...]:
+    return (
+        check_id,
+        run_id,
+        checked_at,
+        r.ticker,
+        r.dataset,
+        _date_text(r.date, "ViolationRow.date"),
+        _ts_text(r.ts, "ViolationRow.ts"),
+        r.rule,
+        _check_severity(r.severity, r.ticker, r.rule),
+        r.detail,
+    )
+
+
+def _violation_params_from_table(
+    table: Any, check_id: str, checked_at: str, run_id: str | None
+) -> list[tuple[Any, ...]]:
+    """Rows of a violations Arrow table as statement parameters (``date``/``ts`` optional)."""
+    names = set(table.column_names)
+    n = int(table.num_rows)
+    missing = [c for c in ("ticker", "dataset", "rule", "severity", "detail") if c not in names]
+    if missing:
+        raise CatalogError(f"violations table lacks column(s) {missing}; nothing was stored")
+
+    def col(name: str) -> list[Any]:
+        return table.column(name).to_pylist() if name in names else [None] * n
+
+    out: list[tuple[Any, ...]] = []
+    tickers, datasets, dates, stamps = col("ticker"), col("dataset"), col("date"), col("ts")
+    rules, severities, details = col("rule"), col("severity"), col("detail")
+    for i in range(n):
+        out.append(
+            (
+                check_id,
+                run_id,
+                checked_at,
+                str(tickers[i]),
+                str(datasets[i]),
+                _date_text(dates[i], "violation date"),
+                _ts_text(stamps[i], "violation ts"),
+                str(rules[i]),
+                _check_severity(str(severities[i]), str(tickers[i]), str(rules[i])),
+                str(details[i] or ""),
+            )
+        )
+    return out
+
+
+def _violation_row(t: Sequence[Any]) -> ViolationRow:
+    return ViolationRow(
+        check_id=str(t[0]),
+        run_id=_opt_str(t[1]),
+        checked_at=str(t[2]),
+        ticker=str(t[3]),
+        dataset=str(t[4]),
+        date=_text_date(t[5]),
+        ts=_text_ts(t[6]),
+        rule=str(t[7]),
+        severity=str(t[8]),
+        detail=str(t[9]),
     )
 
 
@@ -1244,6 +1477,80 @@ class Catalog:
             )
             return int(conn.total_changes - before)
 
+    def upsert_cross_sections(self, rows: Iterable[CrossSectionRow]) -> None:
+        """Record built cross-section companions."""
+        params = [
+            (
+                r.dataset,
+                r.day.isoformat(),
+                r.object_key,
+                r.tickers,
+                r.bytes,
+                r.sha256,
+                r.built_at,
+                r.seq,
+            )
+            for r in rows
+        ]
+        with self._writing("record cross-sections") as conn:
+            conn.executemany(
+                "INSERT INTO cross_sections "
+                "(dataset, day, object_key, tickers, bytes, sha256, built_at, seq) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dataset, day) DO UPDATE SET "
+                "object_key = excluded.object_key, tickers = excluded.tickers, "
+                "bytes = excluded.bytes, sha256 = excluded.sha256, "
+                "built_at = excluded.built_at, seq = excluded.seq",
+                params,
+            )
+
+    def cross_section(self, dataset: str, day: dt.date) -> CrossSectionRow | None:
+        """The companion of (dataset, day), or None."""
+        with self._reading("read cross-sections") as conn:
+            row = conn.execute(
+                "SELECT dataset, day, object_key, tickers, bytes, sha256, built_at, seq "
+                "FROM cross_sections WHERE dataset = ? AND day = ?",
+                (dataset, day.isoformat()),
+            ).fetchone()
+        if row is None:
+            return None
+        return CrossSectionRow(
+            dataset=row[0],
+            day=dt.date.fromisoformat(row[1]),
+            object_key=row[2],
+            tickers=int(row[3]),
+            bytes=int(row[4]),
+            sha256=row[5],
+            built_at=row[6],
+            seq=int(row[7]),
+        )
+
+    def record_xs_changes(self, changes: Iterable[tuple[str, str, dt.date, dt.date]]) -> None:
+        """Record writes that changed rows: ``(dataset, ticker, first day, last day)``."""
+        params = [(d, t, lo.isoformat(), hi.isoformat()) for d, t, lo, hi in changes]
+        if not params:
+            return
+        with self._writing("record changes") as conn:
+            conn.executemany(
+                "INSERT INTO xs_changes (dataset, ticker, first_day, last_day) VALUES (?, ?, ?, ?)",
+                params,
+            )
+
+    def xs_changes_since(self, dataset: str, day: dt.date, seq: int) -> tuple[set[str], int]:
+        """Tickers of ``dataset`` with a change covering ``day`` numbered after ``seq``, and
+        the newest change number of all (the ``seq`` of a companion built now)."""
+        d = day.isoformat()
+        with self._reading("read changes") as conn:
+            tickers = {
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT DISTINCT ticker FROM xs_changes WHERE dataset = ? AND first_day <= ? "
+                    "AND last_day >= ? AND id > ?",
+                    (dataset, d, d, seq),
+                )
+            }
+            top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM xs_changes").fetchone()[0]
+        return tickers, int(top)
+
     def replace_partitions(self, rows: Iterable[PartitionRow]) -> None:
         """Replace the whole partitions table with ``rows`` in one transaction.
 
@@ -1279,6 +1586,13 @@ class Catalog:
         sql = f"SELECT {_PARTITION_COLUMNS} FROM partitions{where} ORDER BY dataset, ticker, period"
         with self._reading("read partitions") as conn:
             return [_partition_row(t) for t in conn.execute(sql, args)]
+
+    def tickers(self, dataset: str | None = None) -> list[str]:
+        """Distinct tickers with at least one partition (of ``dataset``), sorted."""
+        where, args = _where([("dataset", dataset)])
+        sql = f"SELECT DISTINCT ticker FROM partitions{where} ORDER BY ticker"
+        with self._reading("read tickers") as conn:
+            return [str(t[0]) for t in conn.execute(sql, args)]
 
     # -- collection progress -----------------------------------------------------------------
 
@@ -1640,3 +1954,278 @@ class Catalog:
             )
             partition_rows = [tuple(t) for t in partitions]
         return {"assets": asset_rows, "partitions": partition_rows}
+
+    # -- data-quality violations -------------------------------------------------------------
+
+    def record_violations(
+        self,
+        check_id: str,
+        checked_at: str,
+        rows: Any,
+        *,
+        run_id: str | None = None,
+        scope: Iterable[tuple[Any, ...]] | None = None,
+    ) -> int:
+        """Store the violations one check found, and what the check covered, in one transaction.
+
+        Parameters
+        ----------
+        check_id:
+            Unique id of the check (``marketlake.quality.validate`` makes one per call).
+        checked_at:
+            When the check ran: UTC ISO text as :func:`utc_now_iso` gives it.
+        rows:
+            A ``pyarrow.Table`` with the violation columns (``ticker``, ``dataset``, ``date``,
+            ``ts``, ``rule``, ``severity``, ``detail``; ``date``/``ts`` may be absent) or an
+            iterable of :class:`ViolationRow` (their ``check_id``/``checked_at`` are replaced
+            by the arguments; their ``run_id`` is kept when ``run_id`` is None).
+        run_id:
+            The ingest run the check followed, if any.
+        scope:
+            What the check looked at, as ``(dataset, ticker, since)`` or ``(dataset, ticker,
+            since, rule)`` tuples: ``ticker`` None means every ticker, ``since`` None every
+            date, ``rule`` None (or absent) the dataset's row rules (those named
+            ``<dataset>.…`` and ``read_error``), else one rule's name (``freshness.stale``). A
+            stored violation stays *open* (see :meth:`violations` with ``latest_only``) until a
+            later check's scope covers its dataset, ticker, date and rule. Default: the
+            ``(dataset, ticker, rule)`` triples of ``rows``, all dates.
+
+        Returns
+        -------
+        int
+            Violations stored.
+
+        Raises
+        ------
+        CatalogError
+            A row has an unknown severity or a naive ``ts``; nothing is stored.
+        """
+        if isinstance(rows, Iterable) and not hasattr(rows, "column_names"):
+            params = [
+                _violation_params(r, check_id, checked_at, run_id if run_id else r.run_id)
+                for r in rows
+            ]
+        else:
+            params = _violation_params_from_table(rows, check_id, checked_at, run_id)
+        scope_params: list[tuple[str, str, str, str, str, str | None]] = []
+        if scope is None:
+            for d, t, r in dict.fromkeys((p[4], p[3], p[7]) for p in params):
+                scope_params.append((check_id, checked_at, d, t, r, None))
+        else:
+            for item in scope:
+                d, t, s = item[0], item[1], item[2]
+                r = item[3] if len(item) > 3 else None
+                since = _date_text(s, "violation scope since")
+                scope_params.append((check_id, checked_at, str(d), t or "*", r or "*", since))
+        with self._writing("record violations") as conn:
+            conn.executemany(
+                f"INSERT INTO violations ({_VIOLATION_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                params,
+            )
+            conn.executemany(
+                "INSERT INTO violation_scopes (check_id, checked_at, dataset, ticker, rule, since)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (check_id, dataset, ticker, rule) DO UPDATE"
+                " SET since = excluded.since",
+                list({p[2:5]: p for p in scope_params}.values()),
+            )
+        return len(params)
+
+    def violations(
+        self,
+        *,
+        dataset: str | None = None,
+        ticker: str | None = None,
+        rule: str | None = None,
+        severity: str | None = None,
+        since: str | None = None,
+        latest_only: bool = False,
+        check_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[ViolationRow]:
+        """Return stored violations ordered by check time, dataset, ticker, date, ts, rule.
+
+        Parameters
+        ----------
+        dataset, ticker, rule, severity, check_id:
+            Optional filters.
+        since:
+            Only violations found by checks at or after this UTC ISO time (a date
+            ``"YYYY-MM-DD"`` works: ISO text order is time order).
+        latest_only:
+            Only *open* violations: those no later check covered. A check covers a stored
+            violation when its scope holds the violation's dataset, its ticker (or every
+            ticker), its rule (or the dataset's row rules) and its date (no ``since``, or a
+            dated violation on or after it). After a full check this is exactly that check's
+            findings; a partial check (some tickers, a recent window) replaces only what it
+            looked at.
+        limit:
+            At most this many rows.
+
+        Returns
+        -------
+        list[ViolationRow]
+            The matching violations.
+        """
+        if severity is not None and severity not in VIOLATION_SEVERITIES:
+            raise CatalogError(
+                f"violation severity {severity!r} is not one of {list(VIOLATION_SEVERITIES)}"
+            )
+        where, args = _where(
+            [
+                ("v.dataset", dataset),
+                ("v.ticker", ticker),
+                ("v.rule", rule),
+                ("v.severity", severity),
+                ("v.check_id", check_id),
+            ]
+        )
+        clauses = [where.removeprefix(" WHERE ")] if where else []
+        params: list[Any] = list(args)
+        if since is not None:
+            clauses.append("v.checked_at >= ?")
+            params.append(since)
+        if latest_only:
+            clauses.append(_OPEN_VIOLATION)
+        sql = f"SELECT {_VIOLATION_SELECT} FROM violations v"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY v.checked_at, v.dataset, v.ticker, v.date, v.ts, v.rule"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(max(0, int(limit)))
+        with self._reading("read violations") as conn:
+            return [_violation_row(t) for t in conn.execute(sql, params)]
+
+    def violation_counts(
+        self,
+        by: Sequence[str] = ("rule", "severity"),
+        period: str | None = "day",
+        *,
+        since: str | None = None,
+        latest_only: bool = False,
+    ) -> list[tuple[Any, ...]]:
+        """Count violations per period and group, for trends over time.
+
+        A violation (same ticker, dataset, date, ts, rule and detail) found again by several
+        checks in the same period counts once per period.
+
+        Parameters
+        ----------
+        by:
+            Grouping columns, any of ``rule``, ``severity``, ``dataset``, ``ticker``.
+        period:
+            ``"day"`` (``YYYY-MM-DD`` of the check time, UTC), ``"month"`` (``YYYY-MM``),
+            ``"check"`` (each check's ``checked_at``) or None (no period column).
+        since:
+            Only checks at or after this UTC ISO time.
+        latest_only:
+            Only open violations (see :meth:`violations`).
+
+        Returns
+        -------
+        list[tuple]
+            ``(period, *by, count)`` rows (no period when ``period`` is None) ordered by period
+            then the grouping columns.
+        """
+        allowed = ("rule", "severity", "dataset", "ticker")
+        cols = list(dict.fromkeys(by))
+        bad = [c for c in cols if c not in allowed]
+        if bad:
+            raise CatalogError(f"violation_counts by={bad} is not a subset of {list(allowed)}")
+        periods = {
+            "day": "substr(v.checked_at, 1, 10)",
+            "month": "substr(v.checked_at, 1, 7)",
+            "check": "v.checked_at",
+        }
+        if period is not None and period not in periods:
+            raise CatalogError(f"violation_counts period={period!r} is not one of {list(periods)}")
+        keys = list(dict.fromkeys([*cols, "ticker", "dataset", "date", "ts", "rule", "detail"]))
+        inner = [f"v.{k} AS {k}" for k in keys]
+        outer = list(cols)
+        if period is not None:
+            inner.insert(0, f"{periods[period]} AS period")
+            outer.insert(0, "period")
+        clauses: list[str] = []
+        params: list[Any] = []
+        if since is not None:
+            clauses.append("v.checked_at >= ?")
+            params.append(since)
+        if latest_only:
+            clauses.append(_OPEN_VIOLATION)
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        group = ", ".join(outer)
+        sql = (
+            f"SELECT {group + ', ' if group else ''}COUNT(*) FROM "
+            f"(SELECT DISTINCT {', '.join(inner)} FROM violations v{where}) sub"
+        )
+        if group:
+            sql += f" GROUP BY {group} ORDER BY {group}"
+        with self._reading("count violations") as conn:
+            return [tuple(t) for t in conn.execute(sql, params)]
+
+    def violation_checks(self, limit: int = 20) -> list[tuple[str, str, int]]:
+        """Return the most recent checks, newest first.
+
+        Parameters
+        ----------
+        limit:
+            Maximum number of checks.
+
+        Returns
+        -------
+        list[tuple[str, str, int]]
+            ``(check_id, checked_at, violations found)``.
+        """
+        sql = (
+            "SELECT s.check_id, s.checked_at, "
+            "(SELECT COUNT(*) FROM violations v WHERE v.check_id = s.check_id) "
+            "FROM (SELECT DISTINCT check_id, checked_at FROM violation_scopes) s "
+            "ORDER BY s.checked_at DESC, s.check_id DESC LIMIT ?"
+        )
+        with self._reading("list violation checks") as conn:
+            return [(str(c), str(a), int(n)) for c, a, n in conn.execute(sql, (int(limit),))]
+
+    def prune_violations(self, before: str) -> int:
+        """Delete violations and check scopes recorded before ``before`` (UTC ISO text).
+
+        Parameters
+        ----------
+        before:
+            Checks strictly older than this are forgotten.
+
+        Returns
+        -------
+        int
+            Violations deleted.
+        """
+        with self._writing("prune violations") as conn:
+            cur = conn.execute("DELETE FROM violations WHERE checked_at < ?", (before,))
+            conn.execute("DELETE FROM violation_scopes WHERE checked_at < ?", (before,))
+            return max(0, cur.rowcount)
+
+    def ticker_ranges(
+        self, dataset: str | None = None
+    ) -> list[tuple[str, str, dt.date | None, dt.date | None, int]]:
+        """Return each (dataset, ticker)'s first date, last date and rows, from ``partitions``.
+
+        Parameters
+        ----------
+        dataset:
+            Only this dataset.
+
+        Returns
+        -------
+        list[tuple[str, str, date | None, date | None, int]]
+            ``(dataset, ticker, min_date, max_date, rows)`` ordered by dataset, ticker.
+        """
+        where, args = _where([("dataset", dataset)])
+        sql = (
+            "SELECT dataset, ticker, MIN(min_date), MAX(max_date), SUM(row_count) "
+            f"FROM partitions{where} GROUP BY dataset, ticker ORDER BY dataset, ticker"
+        )
+        with self._reading("read ticker ranges") as conn:
+            return [
+                (str(d), str(t), _text_date(lo), _text_date(hi), int(n or 0))
+                for d, t, lo, hi, n in conn.execute(sql, args)
+            ]

@@ -35,6 +35,7 @@ from marketlake.errors import MarketlakeError, is_retryable
 from marketlake.ingest.derive import DERIVED_DATASETS, DeriveSource, derive_tables
 from marketlake.ingest.progress import NullProgress, Progress
 from marketlake.ingest.writer import PartitionWriter, WriteResult
+from marketlake.ingest.xsection import MAX_BATCH_DAYS, XS_DATASETS, update_from_batch
 from marketlake.schemas.datasets import get_dataset
 from marketlake.schemas.tickers import normalize_tickers
 from marketlake.sources.base import Source, SourceRequest
@@ -260,12 +261,14 @@ def _execute(
     summary = RunSummary(run_id, "running", len(items), 0, 0, 0, 0, 0, 0, 0.0)
     pending_items: list[RunItemRow] = []
     pending_writes: list[WriteResult] = []
+    xs_writes: list[WriteResult] = []  # rows for the cross-section companions (short batches)
     last_flush = time.monotonic()
 
     def flush() -> None:
         # commit order: the objects and _meta of these items are already written
         nonlocal last_flush
         if pending_writes:
+            xs_writes.extend(w for w in pending_writes if w.rows is not None)
             target.writer.store.sync()
             lake.record(pending_writes, source=source.name, advance_progress=advance_watermark)
         if pending_items:
@@ -301,6 +304,11 @@ def _execute(
         finally:
             reporter.finish()
             target.writer.close()
+    if xs_writes and hasattr(lake, "cross_section"):
+        try:
+            update_from_batch(lake, xs_writes)
+        except MarketlakeError as exc:  # the data is committed; companions rebuild on first use
+            log.warning("cross-section companions not updated: %s", exc)
     status = "failed" if summary.items_failed else "completed"
     lake.catalog.finish_run(run_id, status)
     summary.status = status
@@ -541,6 +549,7 @@ def _process(
         tables,
         started,
         where=f"from {source.name} for {req.start}..{req.end}",
+        keep_rows=(req.end - req.start).days < MAX_BATCH_DAYS,
     )
     if derived:  # after the inputs landed: signals from the lake's prices/actions/fundamentals
         d_items, d_writes = _derive_items(lake, run_id, req, derived, items, started)
@@ -582,6 +591,7 @@ def _derive_items(
         tables,
         started,
         where=f"derived from {req.start}",
+        keep_rows=(req.end - req.start).days < MAX_BATCH_DAYS,
     )
 
 
@@ -596,6 +606,7 @@ def _write_tables(
     *,
     where: str,
     error_prefix: str = "",
+    keep_rows: bool = False,
 ) -> tuple[list[RunItemRow], list[WriteResult]]:
     """Write one ticker's parsed tables, one catalog item per dataset (shared by batches and
     imports). A dataset without rows completes with the stored row count and writes nothing;
@@ -613,6 +624,8 @@ def _write_tables(
                 items.append(_item(run_id, ticker, d, "completed", 0, 0, 0, count, None, started))
                 continue
             result = target.writer.write(get_dataset(d), ticker, table, source=source_name)
+            if keep_rows and d in XS_DATASETS and (result.rows_added or result.rows_updated):
+                result = dataclasses.replace(result, rows=table)
             writes.append(result)
             log.info(
                 "%s %s: %d rows %s, %d added, %d updated, %d rows total",

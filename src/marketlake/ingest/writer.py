@@ -64,6 +64,11 @@ class WriteResult:
     meta: TickerMeta
     changed_partitions: list[PartitionMeta] = field(default_factory=list)
     touched_partitions: list[PartitionMeta] = field(default_factory=list)
+    #: inclusive date range of the rows given to this write (UTC dates for timestamps)
+    first_day: dt.date | None = None
+    last_day: dt.date | None = None
+    #: the rows given, canonical schema (set by batches for cross-section companions)
+    rows: pa.Table | None = None
 
 
 def split_by_period(table: pa.Table, time_column: str, layout: Layout) -> dict[str, pa.Table]:
@@ -104,6 +109,12 @@ def _split_time(table: pa.Table, time_column: str, layout: Layout) -> dict[str, 
         idx = np.flatnonzero(buckets == b)
         out[layout.period_of(_to_date(b))] = table.take(pa.array(idx))
     return out
+
+
+def _day(value: object) -> dt.date | None:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).date() if value.tzinfo else value.date()
+    return value if isinstance(value, dt.date) else None
 
 
 def _to_date(value: np.datetime64) -> dt.date:
@@ -269,6 +280,8 @@ class PartitionWriter:
             touched_partitions=[
                 final_meta.partitions[p] for p in mine if p in final_meta.partitions
             ],
+            first_day=_day(pc.min(table.column(dataset.time_column)).as_py()),
+            last_day=_day(pc.max(table.column(dataset.time_column)).as_py()),
         )
 
     def _reroute(

@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from marketlake.catalog import AssetRow, Catalog, PartitionRow, ProgressRow, utc_now_iso
 from marketlake.derive.adjust import AdjustMode, apply_adjustment, cash_ex_dates, check_mode
 from marketlake.errors import ConfigError, MarketlakeError
 from marketlake.ingest.writer import PartitionWriter, WriteResult
+from marketlake.ingest.xsection import XS_DATASETS, changes_of, refresh
 from marketlake.schemas.datasets import Dataset, get_dataset, list_datasets
 from marketlake.schemas.tickers import normalize_ticker
 from marketlake.storage.cache import DEFAULT_MAX_BYTES, ReadCache, default_cache_dir
@@ -251,6 +253,7 @@ class Lake:
             )
         if parts:
             self.catalog.upsert_partitions(parts)
+        self.catalog.record_xs_changes(changes_of(results))  # stale cross-section companions
         if progress:
             self.catalog.advance_progress(progress)
         if assets:
@@ -518,10 +521,90 @@ class Lake:
             )
         return BatchReadResult(convert(table, output), errors, missing)
 
+    def cross_section(
+        self,
+        dataset: str = "prices",
+        start: DateLike = None,
+        end: DateLike = None,
+        columns: Sequence[str] | None = None,
+        output: Output = "pandas",
+        *,
+        tickers: Iterable[str] | None = None,
+    ) -> Any:
+        """Every ticker's rows of ``dataset`` on the session ``start`` (or each session from
+        ``start`` to ``end``, inclusive): a long table ``ticker, date, …`` sorted by date then
+        ticker. Served from the date-partitioned companion objects the daily batch writes
+        (``_xs/…``: one GET per date); a companion that is missing, or older than a write that
+        changed that date, is brought up to date from the ticker-first data first (and written
+        back), so the result always equals the ticker-first data.
+
+        Datasets: ``prices`` (raw, unadjusted), ``signals_technical``, ``signals_valuation``.
+        ``tickers`` filters the result (the companion is still one object per date).
+        """
+        from marketlake import calendars
+
+        ds = get_dataset(dataset)
+        if ds.name not in XS_DATASETS:
+            raise MarketlakeError(
+                f"cross-sections cover the daily datasets {list(XS_DATASETS)}, not {ds.name}; "
+                "use read_batch",
+                dataset=ds.name,
+            )
+        lo = _as_date(start, "start")
+        if lo is None:
+            raise MarketlakeError(
+                "cross_section needs a date: cross_section('prices', 'YYYY-MM-DD')"
+            )
+        hi = _as_date(end, "end") or lo
+        days = [lo] if hi == lo else list(calendars.sessions(lo, hi))
+        cols = _columns(ds, columns)
+        parts = []
+        for day in days:
+            table, row = refresh(self, ds, day)
+            if row is not None:
+                self.catalog.upsert_cross_sections([row])
+            parts.append(table.select(["ticker", *cols]))
+        table = pa.concat_tables(parts) if parts else None
+        if table is None:
+            table = pa.schema([pa.field("ticker", pa.string(), False), *ds.schema]).empty_table()
+            table = table.select(["ticker", *cols])
+        if tickers is not None:
+            wanted = pa.array(sorted({normalize_ticker(t) for t in tickers}), pa.string())
+            table = table.filter(pc.is_in(table.column("ticker"), wanted))
+        return convert(table, output)
+
+    def sql(self, query: str, output: Output = "pandas") -> Any:
+        """Run a read-only SQL query (DuckDB dialect) over the lake's datasets, one table per
+        dataset with a leading ``ticker`` column (``exchange`` where the dataset has one).
+
+        Literal filters on ``ticker`` and on the time column (top-level ``AND`` terms of the
+        ``WHERE``, and inner-join keys) are pushed down: only those tickers' partitions for
+        those dates are read; DuckDB then runs the query as written, so push-down never changes
+        the answer. Prices are raw (unadjusted); dates are session dates, timestamps UTC.
+        See :func:`marketlake.query.sql.run_sql` for statistics (objects read, warnings).
+
+        Examples
+        --------
+        >>> lake.sql("SELECT ticker, avg(close) FROM prices WHERE ticker IN ('AAPL','MSFT') "
+        ...          "AND date >= '2024-01-01' GROUP BY ticker")  # doctest: +SKIP
+        """
+        from marketlake.query.sql import sql
+
+        return sql(self, query, output)
+
+    def export(self, tickers: Iterable[str] | None, dataset: str, path: Any, **kwargs: Any) -> Any:
+        """Stream ``dataset`` rows of ``tickers`` (None: every ticker in the catalog) to a CSV
+        or Parquet file, ``chunk_tickers`` tickers at a time (never the whole universe in
+        memory); atomic (temp file + rename). Keyword arguments: ``start``, ``end`` (inclusive
+        dates), ``columns``, ``format`` ("csv" | "parquet"), ``adjust``, ``chunk_tickers``.
+        See :func:`marketlake.query.export.export`."""
+        from marketlake.query.export import export
+
+        return export(self, tickers, dataset, path, **kwargs)
+
     def tickers(self, dataset: str | None = None) -> list[str]:
         """Tickers that have data (from the catalog), optionally for one dataset."""
-        rows = self.catalog.partitions(dataset=dataset)
-        return sorted({r.ticker for r in rows})
+        return self.catalog.tickers(dataset)
 
     # -- compaction ---------------------------------------------------------------------------
 
