@@ -254,3 +254,21 @@ def test_minute_bars_round_trip_with_utc_date_ranges() -> None:
     assert got.column("volume").to_pylist() == [2, 3, 4, 5]  # UTC dates, both ends inclusive
     assert str(got.schema.field("ts").type) == "timestamp[us, tz=UTC]"
     assert lake.read("AAPL", "bars_minute", output="arrow").num_rows == 5
+
+
+def test_results_carry_provenance_and_warnings(local_lake: Lake) -> None:
+    import json
+
+    lake = local_lake
+    days = weekdays(D(2024, 1, 1), D(2024, 1, 31)) + weekdays(D(2024, 3, 1), D(2024, 3, 29))
+    lake.write("AAPL", "prices", price_table(days), source="yahoo")
+    df = lake.read("AAPL", "prices", "2024-01-01", "2024-03-31")
+    prov = df.attrs["marketlake"]
+    assert prov["sources"] == ["yahoo"] and prov["adjust"] == "none"
+    assert prov["warnings"] == ["AAPL: no prices rows in 2024-02"]  # the gap inside the span
+    table = lake.read("AAPL", "prices", "2024-01-01", "2024-01-31", output="arrow")
+    assert json.loads(table.schema.metadata[b"marketlake"])["warnings"] == []
+    res = lake.read_batch(["AAPL", "NOPE", "bad/x"], "prices", "2024-01-01", "2024-01-31")
+    assert res.provenance["tickers"] == ["AAPL", "NOPE", "bad/x"]
+    assert "no prices rows in the range for: NOPE" in res.warnings
+    assert any(w.startswith("failed tickers") for w in res.warnings)

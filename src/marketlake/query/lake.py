@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +33,7 @@ from marketlake.storage.cache import DEFAULT_MAX_BYTES, ReadCache, default_cache
 from marketlake.storage.format import LakeMarker, ensure_marker
 from marketlake.storage.layout import Layout, is_history, split_sub
 from marketlake.storage.meta import META_PREFIX, TickerMeta, meta_key
-from marketlake.storage.reader import PartitionReader
+from marketlake.storage.reader import PartitionReader, ReadInfo
 from marketlake.storage.store import ObjectStore, open_store
 
 Output = Literal["pandas", "polars", "arrow"]
@@ -93,6 +95,10 @@ class BatchReadResult:
     data: Any
     errors: dict[str, MarketlakeError] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    #: dataset, tickers, range, adjustment basis, knowledge date, sources of the rows
+    provenance: dict[str, Any] = field(default_factory=dict)
+    #: gaps (months without rows inside a ticker's stored span), missing and failed tickers
+    warnings: list[str] = field(default_factory=list)
 
 
 class Lake:
@@ -116,6 +122,7 @@ class Lake:
         self.layouts = {name: Layout.parse(t) for name, t in marker.layouts.items()}
         self.writer = PartitionWriter(store, self.layouts)
         self.reader = PartitionReader(store, self.layouts, cache=cache)
+        self._tls = threading.local()  # the ReadInfo of the read running on this thread
         self.max_workers = max_workers
         self._pool: ThreadPoolExecutor | None = None
 
@@ -329,6 +336,9 @@ class Lake:
         Returns
         -------
         DataFrame or Table sorted ascending by date; empty (with the right columns) when no rows.
+        Its provenance -- dataset, range, adjustment basis, knowledge date, sources, warnings
+        (months without rows inside the ticker's stored span, no rows at all) -- is in
+        ``df.attrs["marketlake"]`` (pandas) or the schema metadata ``marketlake`` (Arrow, JSON).
 
         Examples
         --------
@@ -337,11 +347,34 @@ class Lake:
         ds = get_dataset(dataset)
         symbol = normalize_ticker(ticker)
         mode, known = _adjust_args(ds, adjust, knowledge_as_of)
+        info = self._tls.info = ReadInfo()
+        try:
+            table = self._read_one(ds, symbol, start, end, columns, mode, known)
+        finally:
+            self._tls.info = None
+        warnings = [f"{symbol}: no {ds.name} rows in {m}" for m in dict.fromkeys(info.gaps)]
+        if table.num_rows == 0:
+            warnings.append(f"{symbol}: no {ds.name} rows in the range")
+        prov = _provenance(ds, [symbol], start, end, mode, known, info.sources, warnings)
+        return _attach(convert(table, output), prov)
+
+    def _read_one(
+        self,
+        ds: Dataset,
+        symbol: str,
+        start: DateLike,
+        end: DateLike,
+        columns: Sequence[str] | None,
+        mode: AdjustMode,
+        known: dt.date | None,
+        *,
+        parallel: bool = True,
+    ) -> pa.Table:
         if ds.name == "fundamentals" and known is not None:
-            return convert(self._read_known(ds, symbol, start, end, columns, known), output)
+            return self._read_known(ds, symbol, start, end, columns, known, parallel=parallel)
         if mode == "none":
-            return convert(self._read_arrow(ds, symbol, start, end, columns), output)
-        return convert(self._read_adjusted(ds, symbol, start, end, columns, mode, known), output)
+            return self._read_arrow(ds, symbol, start, end, columns, parallel=parallel)
+        return self._read_adjusted(ds, symbol, start, end, columns, mode, known, parallel=parallel)
 
     def _read_known(
         self,
@@ -449,7 +482,8 @@ class Lake:
     ) -> pa.Table:
         lo, hi = _as_date(start, "start"), _as_date(end, "end")
         cols = _columns(ds, columns)
-        return self.reader.read(ds, ticker, lo, hi, cols, map_fn=self._map_fn(parallel))
+        info = getattr(self._tls, "info", None)
+        return self.reader.read(ds, ticker, lo, hi, cols, map_fn=self._map_fn(parallel), info=info)
 
     def _map_fn(self, parallel: bool) -> Any:
         """How to fetch several objects: a pool for remote stores; serially for local files
@@ -483,28 +517,28 @@ class Lake:
         mode, known = _adjust_args(ds, adjust, knowledge_as_of)
         requested = list(tickers)
 
-        def one(raw: str) -> tuple[str, pa.Table | MarketlakeError]:
+        def one(raw: str) -> tuple[str, pa.Table | MarketlakeError, ReadInfo]:
+            info = self._tls.info = ReadInfo()
             try:
                 symbol = normalize_ticker(raw)
                 # per-ticker work already runs on the pool: fetch this ticker's keys serially
                 # (nested pool.map from inside a pool task can starve the pool and deadlock)
-                if ds.name == "fundamentals" and known is not None:
-                    return symbol, self._read_known(
-                        ds, symbol, start, end, cols, known, parallel=False
-                    )
-                if mode != "none":
-                    return symbol, self._read_adjusted(
-                        ds, symbol, start, end, cols, mode, known, parallel=False
-                    )
-                return symbol, self._read_arrow(ds, symbol, start, end, cols, parallel=False)
+                table = self._read_one(ds, symbol, start, end, cols, mode, known, parallel=False)
+                return symbol, table, info
             except MarketlakeError as exc:
-                return str(raw), exc
+                return str(raw), exc, info
+            finally:
+                self._tls.info = None
 
         results = list(self._executor().map(one, requested))
         errors: dict[str, MarketlakeError] = {}
         missing: list[str] = []
         parts: list[pa.Table] = []
-        for symbol, res in results:
+        sources: set[str] = set()
+        warnings: list[str] = []
+        for symbol, res, info in results:
+            sources |= info.sources
+            warnings += [f"{symbol}: no {ds.name} rows in {m}" for m in dict.fromkeys(info.gaps)]
             if isinstance(res, MarketlakeError):
                 errors[symbol] = res
             elif res.num_rows == 0:
@@ -519,7 +553,12 @@ class Lake:
             table = empty.add_column(
                 0, pa.field("ticker", pa.string(), False), pa.array([], pa.string())
             )
-        return BatchReadResult(convert(table, output), errors, missing)
+        if missing:
+            warnings.append(f"no {ds.name} rows in the range for: {', '.join(missing)}")
+        if errors:
+            warnings.append(f"failed tickers (see .errors): {', '.join(errors)}")
+        prov = _provenance(ds, requested, start, end, mode, known, sources, warnings)
+        return BatchReadResult(convert(table, output), errors, missing, prov, warnings)
 
     def cross_section(
         self,
@@ -746,6 +785,41 @@ class Lake:
         self.catalog.upsert_assets(assets.values())
         self.catalog.advance_progress(progress)
         return len(parts)
+
+
+def _provenance(
+    ds: Dataset,
+    tickers: Sequence[str],
+    start: DateLike,
+    end: DateLike,
+    mode: AdjustMode,
+    known: dt.date | None,
+    sources: set[str],
+    warnings: list[str],
+) -> dict[str, Any]:
+    """What a read returned: dataset, tickers, inclusive range as asked, adjustment basis
+    (``none`` = raw as stored), the knowledge date, the sources of the rows, warnings."""
+    return {
+        "dataset": ds.name,
+        "tickers": list(tickers),
+        "start": str(start) if start is not None else None,
+        "end": str(end) if end is not None else None,
+        "adjust": mode,
+        "knowledge_as_of": known.isoformat() if known else None,
+        "sources": sorted(sources),
+        "warnings": list(warnings),
+    }
+
+
+def _attach(data: Any, prov: dict[str, Any]) -> Any:
+    """Carry the provenance on the result: ``df.attrs["marketlake"]`` for pandas, schema
+    metadata ``marketlake`` (JSON) for Arrow; Polars frames have no place for it."""
+    if isinstance(data, pa.Table):
+        return data.replace_schema_metadata({b"marketlake": json.dumps(prov).encode()})
+    attrs = getattr(data, "attrs", None)
+    if isinstance(attrs, dict):
+        attrs["marketlake"] = prov
+    return data
 
 
 def _latest_source(meta: TickerMeta) -> str:

@@ -16,6 +16,7 @@ import datetime as dt
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import pyarrow as pa
@@ -50,6 +51,34 @@ def date_mask(tcol: pa.ChunkedArray, lo: dt.date, hi: dt.date) -> pa.ChunkedArra
         pc.greater_equal(tcol, pa.scalar(lo, tcol.type)),
         pc.less_equal(tcol, pa.scalar(hi, tcol.type)),
     )
+
+
+@dataclass
+class ReadInfo:
+    """What a read used: the sources of the partitions read and the months inside the
+    requested range (and the ticker's stored span) that hold no partition (gaps)."""
+
+    sources: set[str] = field(default_factory=set)
+    gaps: list[str] = field(default_factory=list)
+
+
+def _gaps(parts: Sequence[PartitionMeta], lo: dt.date, hi: dt.date, meta: TickerMeta) -> list[str]:
+    """``YYYY-MM`` months in ``[lo, hi]`` ∩ the ticker's stored span with no partition."""
+    if meta.min_date is None or meta.max_date is None:
+        return []
+    a, b = max(lo, meta.min_date), min(hi, meta.max_date)
+    if b < a:
+        return []
+    covered = [(p.min_date, p.max_date) for p in parts]
+    out = []
+    y, m = a.year, a.month
+    while (y, m) <= (b.year, b.month):
+        first = dt.date(y, m, 1)
+        last = (dt.date(y + 1, 1, 1) if m == 12 else dt.date(y, m + 1, 1)) - dt.timedelta(1)
+        if not any(c0 <= last and c1 >= first for c0, c1 in covered):
+            out.append(f"{y:04d}-{m:02d}")
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return out
 
 
 class PartitionReader:
@@ -104,7 +133,12 @@ class PartitionReader:
     # -- planning -----------------------------------------------------------------------------
 
     def plan(
-        self, ds: Dataset, ticker: str, lo: dt.date | None, hi: dt.date | None
+        self,
+        ds: Dataset,
+        ticker: str,
+        lo: dt.date | None,
+        hi: dt.date | None,
+        info: ReadInfo | None = None,
     ) -> tuple[list[PartitionMeta | str], dt.date | None, dt.date | None]:
         """The partitions to read for ``[lo, hi]`` (None: open bound) and the bounds resolved.
 
@@ -127,6 +161,10 @@ class PartitionReader:
             return [], lo, hi
         parts = [p for p in meta.partitions.values() if p.max_date >= lo and p.min_date <= hi]
         parts.sort(key=lambda p: (p.min_date, p.period))
+        if info is not None:
+            info.sources.update(p.source for p in parts if p.source)
+            if ds.time_column in ("date", "ts"):
+                info.gaps += _gaps(parts, lo, hi, meta)
         return list(parts), lo, hi
 
     # -- fetching -----------------------------------------------------------------------------
@@ -176,10 +214,12 @@ class PartitionReader:
         columns: list[str],
         *,
         map_fn: MapFn[PartitionMeta | str, pa.Table | None] | None = None,
+        info: ReadInfo | None = None,
     ) -> pa.Table:
         """Rows of (ds, ticker) with time in ``[lo, hi]`` (inclusive dates; None = open), only
-        ``columns`` (which must include the time column), sorted by the dataset key."""
-        items, lo, hi = self.plan(ds, ticker, lo, hi)
+        ``columns`` (which must include the time column), sorted by the dataset key. ``info``
+        collects the sources read and the gaps (months without data)."""
+        items, lo, hi = self.plan(ds, ticker, lo, hi, info)
         if not items or lo is None or hi is None:
             return ds.schema.empty_table().select(columns)
         sub = self.layouts[ds.name].sub_partition
