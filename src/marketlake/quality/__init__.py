@@ -1,0 +1,1 @@
+"""Data quality: validation rules, coverage, the coverage report, monitoring and alerts."""
