@@ -178,3 +178,17 @@ def test_datasets_and_sources() -> None:
     assert res.exit_code == 0 and "period_end" in res.stdout and "signals_valuation" in res.stdout
     res = runner.invoke(app, ["sources"])
     assert res.exit_code == 0 and "synthetic" in res.stdout
+
+
+def test_daily_ingest_validates_what_it_wrote(tmp_path: Path) -> None:
+    import marketlake
+
+    url = str(tmp_path / "lake")
+    args = ["ingest", "--lake", url, "--tickers", "AAPL,MSFT", "--datasets", "prices"]
+    res = runner.invoke(app, [*args, "--date", "2024-06-14"])
+    assert res.exit_code == 0, res.output
+    assert "validated 2 ticker(s): 0 error(s)" in res.output
+    with marketlake.open(url) as lk:
+        assert lk.catalog.violation_checks()  # the check is recorded
+    quiet = runner.invoke(app, [*args, "--date", "2024-06-17", "--no-validate"])
+    assert quiet.exit_code == 0 and "validated" not in quiet.output

@@ -88,7 +88,13 @@ CASES: dict[str, Case] = {
     "synthetic": Case(
         SourceRequest(
             "AAPL",
-            ("prices", "signals_valuation", "signals_technical", "fundamentals"),
+            (
+                "prices",
+                "signals_valuation",
+                "signals_technical",
+                "fundamentals",
+                "corporate_actions",
+            ),
             dt.date(2023, 1, 1),
             dt.date(2023, 12, 31),
         ),

@@ -71,13 +71,25 @@ def test_source_declaration() -> None:
     source = SyntheticSource()
     assert isinstance(source, Source)
     assert source.name == "synthetic"
-    assert source.datasets == ALL
+    assert source.datasets == (*ALL, "corporate_actions")
     assert source.settings == ()
     assert source.description
     assert source.seed == 7
-    reqs = source.plan(["AAPL", "MSFT"], ["prices", "corporate_actions"], *TWO_YEARS)
+    reqs = source.plan(["AAPL", "MSFT"], ["prices", "bars_minute"], *TWO_YEARS)
     assert [r.ticker for r in reqs] == ["AAPL", "MSFT"]
     assert reqs[0].datasets == ("prices",)
+
+
+def test_corporate_actions_are_the_generated_splits_and_dividends() -> None:
+    source = SyntheticSource()
+    req = SourceRequest("NVDA", ("corporate_actions",), dt.date(2000, 1, 1), dt.date(2030, 12, 31))
+    table = source.get(req)["corporate_actions"]
+    acts = source.corporate_actions("NVDA")
+    splits = table.filter(pc.equal(table.column("action"), "split"))
+    assert splits.column("ex_date").to_pylist() == acts.split_dates
+    assert splits.column("value").to_pylist() == acts.split_ratios
+    divs = table.filter(pc.equal(table.column("action"), "dividend"))
+    assert divs.num_rows == len(acts.dividend_dates)
 
 
 def test_schemas_match_the_registry_exactly() -> None:
@@ -126,8 +138,8 @@ def test_only_requested_datasets_are_returned() -> None:
 
 
 def test_unknown_dataset_is_a_source_error() -> None:
-    with pytest.raises(SourceError, match="corporate_actions"):
-        get("AAPL", *TWO_YEARS, datasets=("prices", "corporate_actions"))
+    with pytest.raises(SourceError, match="bars_minute"):
+        get("AAPL", *TWO_YEARS, datasets=("prices", "bars_minute"))
 
 
 # --- empty results -----------------------------------------------------------------------------

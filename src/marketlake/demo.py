@@ -1,6 +1,7 @@
 """``marketlake demo``: a local lake filled from the synthetic source, end to end.
 
-Backfills ``n_tickers`` x ``years`` of the three daily datasets plus fundamentals, runs two daily
+Backfills ``n_tickers`` x ``years`` of the three daily datasets plus fundamentals and corporate
+actions, runs two daily
 batches, re-runs the last one to show that nothing changes, then prints a summary and a sample
 read. Offline and deterministic (for a given ``as_of``).
 """
@@ -63,7 +64,7 @@ def run_demo(
                     lake,
                     source,
                     tickers,
-                    [*DAILY_DATASETS, "fundamentals"],
+                    [*DAILY_DATASETS, "fundamentals", "corporate_actions"],
                     backfill_start,
                     backfill_end,
                     kind="backfill",
@@ -80,7 +81,7 @@ def run_demo(
                         lake,
                         source,
                         tickers,
-                        list(DAILY_DATASETS),
+                        [*DAILY_DATASETS, "corporate_actions"],
                         day,
                         day,
                         kind="daily",

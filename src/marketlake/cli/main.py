@@ -182,6 +182,13 @@ def ingest(
     log_file: Annotated[
         Path | None, typer.Option(help="Also write every log line to this file.")
     ] = None,
+    validate: Annotated[
+        bool,
+        typer.Option(
+            "--validate/--no-validate",
+            help="After a one-session batch, run the data-quality rules on what it wrote.",
+        ),
+    ] = True,
 ) -> None:
     """Collect data for tickers x datasets into the lake (a daily batch or a backfill range).
 
@@ -232,6 +239,9 @@ def ingest(
                     progress=_progress(),
                 )
             _print_summary(summary)
+            if not resume and validate and kind == "daily":
+                wanted = [d.strip() for d in datasets.split(",") if d.strip()]
+                _validate_after(lk, names, wanted, summary.run_id, hi)
             if summary.items_failed:
                 raise typer.Exit(3)
 
@@ -333,6 +343,24 @@ def compact(
             raise typer.Exit(3)
 
     _run(go)
+
+
+def _validate_after(
+    lk: Any, tickers: list[str], datasets: list[str], run_id: str, day: Any
+) -> None:
+    """Run the data-quality rules on what a daily batch wrote (its tickers and datasets, the
+    recent sessions) and print one line; violations are stored (see 'marketlake validate')."""
+    from marketlake.quality.validate import validate_after_batch
+
+    res = validate_after_batch(lk, tickers, datasets, run_id, as_of=day)
+    sev = res.by_severity()
+    n = max(res.tickers.values(), default=0)
+    out.print(
+        f"validated {n} ticker(s): {sev.get('error', 0)} error(s), "
+        f"{sev.get('warning', 0)} warning(s) ('marketlake validate' or 'marketlake status' for "
+        "details)",
+        highlight=False,
+    )
 
 
 def _print_summary(summary: Any, retry: str | None = None) -> None:

@@ -25,7 +25,13 @@ _SOURCES: dict[str, SourceInfo] = {
     "synthetic": SourceInfo(
         name="synthetic",
         target="marketlake.sources.synthetic:SyntheticSource",
-        datasets=("prices", "signals_valuation", "signals_technical", "fundamentals"),
+        datasets=(
+            "prices",
+            "signals_valuation",
+            "signals_technical",
+            "fundamentals",
+            "corporate_actions",
+        ),
         settings=(),
         description="Deterministic seeded random walks on the NYSE calendar (demo, tests, "
         "benchmarks); no network, no credentials.",

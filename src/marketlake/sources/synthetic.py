@@ -44,6 +44,7 @@ Model
 from __future__ import annotations
 
 import datetime as dt
+import fractions
 import functools
 import hashlib
 import math
@@ -820,6 +821,28 @@ class _History:
         )
 
 
+def _actions_columns(actions: SyntheticActions, start: dt.date, end: dt.date) -> RawColumns:
+    """``corporate_actions`` column arrays for ex dates in ``[start, end]``, by ex date (splits:
+    value = new shares per old share, also as a small fraction; dividends in USD)."""
+    n_split, n_div = len(actions.split_dates), len(actions.dividend_dates)
+    fracs = [fractions.Fraction(r).limit_denominator(100) for r in actions.split_ratios]
+    nan = [math.nan] * n_div
+    cols: RawColumns = {
+        "ex_date": np.array([*actions.split_dates, *actions.dividend_dates], "datetime64[D]"),
+        "action": np.array(["split"] * n_split + ["dividend"] * n_div, dtype=object),
+        "value": np.array([*actions.split_ratios, *actions.dividend_amounts], np.float64),
+        "split_numerator": np.array([float(f.numerator) for f in fracs] + nan, np.float64),
+        "split_denominator": np.array([float(f.denominator) for f in fracs] + nan, np.float64),
+        "currency": np.array([None] * n_split + ["USD"] * n_div, dtype=object),
+    }
+    days = cols["ex_date"]
+    order = np.lexsort((cols["action"].astype(str), days))
+    keep = order[
+        (days[order] >= np.datetime64(start, "D")) & (days[order] <= np.datetime64(end, "D"))
+    ]
+    return {k: v[keep] for k, v in cols.items()}
+
+
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _history(seed: int, ticker: str) -> _History:
     return _History(seed, ticker)
@@ -860,10 +883,12 @@ class SyntheticSource(Source):
         "signals_valuation",
         "signals_technical",
         "fundamentals",
+        "corporate_actions",
     )
     description: ClassVar[str] = (
         "Deterministic offline synthetic market (seeded random walks with splits and dividends, "
-        "technical and valuation signals, quarterly fundamentals) for demos, tests and benchmarks."
+        "technical and valuation signals, quarterly fundamentals, the corporate actions) for "
+        "demos, tests and benchmarks."
     )
     settings: ClassVar[tuple[str, ...]] = ()
 
@@ -911,7 +936,11 @@ class SyntheticSource(Source):
         i1 = int(np.searchsorted(grid.days, hi, side="right"))
         raw: dict[str, RawColumns] = {}
         for dataset in dict.fromkeys(request.datasets):
-            if dataset == "fundamentals":
+            if dataset == "corporate_actions":
+                acts = _actions_columns(history.actions(), request.start, request.end)
+                if acts["ex_date"].size:
+                    raw[dataset] = acts
+            elif dataset == "fundamentals":
                 q0 = int(np.searchsorted(grid.q_end, lo, side="left"))
                 q1 = int(np.searchsorted(grid.q_end, hi, side="right"))
                 if q1 > q0:
