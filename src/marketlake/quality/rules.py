@@ -48,6 +48,7 @@ import pyarrow as pa
 from marketlake import calendars
 from marketlake.catalog import VIOLATION_SEVERITIES, MonitoredAsset, ProgressRow
 from marketlake.errors import DataValidationError, MarketlakeError
+from marketlake.schemas.datasets import FUNDAMENTALS
 
 __all__ = [
     "RULES",
@@ -285,21 +286,25 @@ def _to_violations(frame: pl.DataFrame) -> pa.Table:
 
 
 def _emit(
+    ctx: RuleContext,
     frame: pl.DataFrame,
-    *,
-    dataset: str,
     rule: str,
     severity: str | pl.Expr,
     detail: pl.Expr,
+    *,
     date: pl.Expr | None = None,
     ts: pl.Expr | None = None,
 ) -> pa.Table:
-    """Build violations from the rows of ``frame`` (one violation per row)."""
+    """Build violations of ``ctx.dataset`` from the rows of ``frame`` (one violation per row).
+
+    ``date`` defaults to the UTC date of ``ts``; without either both are null."""
     if frame.height == 0:
         return empty_violations()
+    if date is None and ts is not None:
+        date = ts.dt.date()
     out = frame.select(
         pl.col("ticker").cast(pl.String),
-        pl.lit(dataset).alias("dataset"),
+        pl.lit(ctx.dataset).alias("dataset"),
         (date if date is not None else pl.lit(None, pl.Date)).cast(pl.Date).alias("date"),
         (ts if ts is not None else pl.lit(None, pl.Datetime("us", "UTC")))
         .cast(pl.Datetime("us", "UTC"))
@@ -311,16 +316,47 @@ def _emit(
     return _to_violations(out)
 
 
-def _time_exprs(frame: pl.DataFrame) -> tuple[pl.Expr, pl.Expr | None]:
-    """(date, ts) expressions of a row: the session date, or the UTC date of a bar."""
-    if "date" in frame.columns:
+def _row_time(ctx: RuleContext) -> tuple[pl.Expr | None, pl.Expr | None]:
+    """(date, ts) of a violation on one row of ``ctx.frame`` (see Conventions): the session
+    date of a daily bar, the time of a minute or crypto bar (dated on its UTC date), the
+    ``filed`` date of a fundamentals row."""
+    if ctx.dataset == "fundamentals":
+        return pl.col("filed"), None
+    if "date" in ctx.frame.columns:
         return pl.col("date"), None
-    return pl.col("ts").dt.date(), pl.col("ts")
+    return None, pl.col("ts")
+
+
+def _row_rule(
+    ctx: RuleContext,
+    hit: pl.Expr | pl.Series,
+    check: str,
+    severity: str,
+    template: str,
+    *args: pl.Expr,
+) -> pa.Table:
+    """Violations of rule ``<dataset>.<check>``, one per row of ``ctx.frame`` where ``hit``
+    holds, dated as the row (:func:`_row_time`), with detail ``pl.format(template, *args)``."""
+    date, ts = _row_time(ctx)
+    return _emit(
+        ctx,
+        ctx.frame.filter(hit),
+        f"{ctx.dataset}.{check}",
+        severity,
+        pl.format(template, *args),
+        date=date,
+        ts=ts,
+    )
 
 
 def _num(expr: pl.Expr, digits: int = 4) -> pl.Expr:
     """A number for a detail text, rounded."""
     return expr.round(digits)
+
+
+def _nums(*columns: str) -> list[pl.Expr]:
+    """The columns as rounded numbers for a detail text."""
+    return [_num(pl.col(c)) for c in columns]
 
 
 def _pct(expr: pl.Expr) -> pl.Expr:
@@ -396,153 +432,80 @@ def _ohlc_missing(ctx: RuleContext) -> pa.Table:
         pl.col(c).is_null() | (pl.col(c).is_nan() if frame.schema[c].is_float() else pl.lit(False))
         for c in cols
     ]
-    hit = frame.filter(pl.any_horizontal(bad))
     names = pl.concat_str(
         [pl.when(b).then(pl.lit(c)) for b, c in zip(bad, cols, strict=True)],
         separator=", ",
         ignore_nulls=True,
     )
-    date, ts = _time_exprs(frame)
-    return _emit(
-        hit,
-        dataset=ctx.dataset,
-        rule=f"{ctx.dataset}.ohlc_missing",
-        severity="error",
-        detail=pl.format("missing {} (null or NaN)", names),
-        date=date,
-        ts=ts,
+    return _row_rule(
+        ctx, pl.any_horizontal(bad), "ohlc_missing", "error", "missing {} (null or NaN)", names
     )
 
 
 def _high_bound(ctx: RuleContext, *, rel_tol: float) -> pa.Table:
-    frame = ctx.frame
     top = pl.max_horizontal("open", "close")
-    hit = frame.filter(pl.col("high") < top * (1 - rel_tol))
-    date, ts = _time_exprs(frame)
-    return _emit(
-        hit,
-        dataset=ctx.dataset,
-        rule=f"{ctx.dataset}.high_bound",
-        severity="error",
-        detail=pl.format(
-            "high {} is below max(open {}, close {}) (low {})",
-            _num(pl.col("high")),
-            _num(pl.col("open")),
-            _num(pl.col("close")),
-            _num(pl.col("low")),
-        ),
-        date=date,
-        ts=ts,
+    template = "high {} is below max(open {}, close {}) (low {})"
+    hit = pl.col("high") < top * (1 - rel_tol)
+    return _row_rule(
+        ctx, hit, "high_bound", "error", template, *_nums("high", "open", "close", "low")
     )
 
 
 def _low_bound(ctx: RuleContext, *, rel_tol: float) -> pa.Table:
-    frame = ctx.frame
     bottom = pl.min_horizontal("open", "close")
-    hit = frame.filter(pl.col("low") > bottom * (1 + rel_tol))
-    date, ts = _time_exprs(frame)
-    return _emit(
-        hit,
-        dataset=ctx.dataset,
-        rule=f"{ctx.dataset}.low_bound",
-        severity="error",
-        detail=pl.format(
-            "low {} is above min(open {}, close {}) (high {})",
-            _num(pl.col("low")),
-            _num(pl.col("open")),
-            _num(pl.col("close")),
-            _num(pl.col("high")),
-        ),
-        date=date,
-        ts=ts,
+    template = "low {} is above min(open {}, close {}) (high {})"
+    hit = pl.col("low") > bottom * (1 + rel_tol)
+    return _row_rule(
+        ctx, hit, "low_bound", "error", template, *_nums("low", "open", "close", "high")
     )
 
 
 def _low_nonnegative(ctx: RuleContext) -> pa.Table:
-    frame = ctx.frame
-    hit = frame.filter(pl.col("low") < 0)
-    date, ts = _time_exprs(frame)
-    return _emit(
-        hit,
-        dataset=ctx.dataset,
-        rule=f"{ctx.dataset}.low_nonnegative",
-        severity="error",
-        detail=pl.format("low {} is negative", _num(pl.col("low"))),
-        date=date,
-        ts=ts,
-    )
+    low = pl.col("low")
+    return _row_rule(ctx, low < 0, "low_nonnegative", "error", "low {} is negative", _num(low))
 
 
 def _volume_nonnegative(ctx: RuleContext) -> pa.Table:
-    frame = ctx.frame
-    hit = frame.filter(pl.col("volume") < 0)
-    date, ts = _time_exprs(frame)
-    return _emit(
-        hit,
-        dataset=ctx.dataset,
-        rule=f"{ctx.dataset}.volume_nonnegative",
-        severity="error",
-        detail=pl.format("volume {} is negative", pl.col("volume")),
-        date=date,
-        ts=ts,
+    volume = pl.col("volume")
+    return _row_rule(
+        ctx, volume < 0, "volume_nonnegative", "error", "volume {} is negative", volume
     )
 
 
 _BAR_DATASETS = ("prices", "bars_minute", "crypto_bars")
 _ROW_WORDS = {"prices": "daily bar", "bars_minute": "minute bar", "crypto_bars": "crypto bar"}
+_BAR_RULES: Final[tuple[tuple[str, RuleFunction, str], ...]] = (
+    ("ohlc_missing", _ohlc_missing, "with open, high, low or close (or volume) null or NaN."),
+    (
+        "high_bound",
+        _high_bound,
+        "whose high is below its open or its close (high < max(open, close)); "
+        "a bar with high < low always fails this rule or low_bound.",
+    ),
+    (
+        "low_bound",
+        _low_bound,
+        "whose low is above its open or its close (low > min(open, close)).",
+    ),
+    ("low_nonnegative", _low_nonnegative, "with a negative low."),
+    ("volume_nonnegative", _volume_nonnegative, "with a negative volume."),
+)
+"""The OHLC sanity rules of every bar dataset: (check, function, description after "A <bar>")."""
 
 for _ds in _BAR_DATASETS:
-    _row = _ROW_WORDS[_ds]
-    _register(
-        Rule(
-            f"{_ds}.ohlc_missing",
-            (_ds,),
-            "error",
-            f"A {_row} with open, high, low or close (or volume) null or NaN.",
-            _ohlc_missing,
+    for _check, _function, _text in _BAR_RULES:
+        _bounded = _check in ("high_bound", "low_bound")  # float rounding tolerated
+        _register(
+            Rule(
+                f"{_ds}.{_check}",
+                (_ds,),
+                "error",
+                f"A {_ROW_WORDS[_ds]} {_text}",
+                _function,
+                threshold="relative tolerance 1e-6 (float rounding)" if _bounded else "",
+                params={"rel_tol": 1e-6} if _bounded else {},
+            )
         )
-    )
-    _register(
-        Rule(
-            f"{_ds}.high_bound",
-            (_ds,),
-            "error",
-            f"A {_row} whose high is below its open or its close (high < max(open, close)); "
-            "a bar with high < low always fails this rule or low_bound.",
-            _high_bound,
-            threshold="relative tolerance 1e-6 (float rounding)",
-            params={"rel_tol": 1e-6},
-        )
-    )
-    _register(
-        Rule(
-            f"{_ds}.low_bound",
-            (_ds,),
-            "error",
-            f"A {_row} whose low is above its open or its close (low > min(open, close)).",
-            _low_bound,
-            threshold="relative tolerance 1e-6 (float rounding)",
-            params={"rel_tol": 1e-6},
-        )
-    )
-    _register(
-        Rule(
-            f"{_ds}.low_nonnegative",
-            (_ds,),
-            "error",
-            f"A {_row} with a negative low.",
-            _low_nonnegative,
-        )
-    )
-    _register(
-        Rule(
-            f"{_ds}.volume_nonnegative",
-            (_ds,),
-            "error",
-            f"A {_row} with a negative volume.",
-            _volume_nonnegative,
-        )
-    )
 
 
 # --- daily bars: calendar and gaps ---------------------------------------------------------------
@@ -555,19 +518,15 @@ def _calendar(ctx: RuleContext) -> pa.Table:
     off = ~np.isin(days, sessions)
     if not off.any():
         return empty_violations()
-    hit = frame.filter(pl.Series(off))
-    return _emit(
-        hit,
-        dataset=ctx.dataset,
-        rule="prices.calendar",
-        severity="error",
-        detail=pl.format(
-            "a row dated {} ({}), which is not a {} session (weekend or holiday)",
-            pl.col("date"),
-            pl.col("date").dt.strftime("%a"),
-            pl.lit(ctx.calendar),
-        ),
-        date=pl.col("date"),
+    return _row_rule(
+        ctx,
+        pl.Series(off),
+        "calendar",
+        "error",
+        "a row dated {} ({}), which is not a {} session (weekend or holiday)",
+        pl.col("date"),
+        pl.col("date").dt.strftime("%a"),
+        pl.lit(ctx.calendar),
     )
 
 
@@ -642,14 +601,7 @@ def _gaps(ctx: RuleContext) -> pa.Table:
             pl.format("{} sessions missing: {} .. {}", pl.col("n"), pl.col("first"), pl.col("last"))
         )
     )
-    return _emit(
-        out,
-        dataset=ctx.dataset,
-        rule="prices.gaps",
-        severity="error",
-        detail=detail,
-        date=pl.col("first"),
-    )
+    return _emit(ctx, out, "prices.gaps", "error", detail, date=pl.col("first"))
 
 
 _register(
@@ -713,11 +665,11 @@ def _price_factors(
         except DataValidationError as exc:
             problems.append(
                 _emit(
+                    ctx,
                     pl.DataFrame({"ticker": [ticker]}),
-                    dataset=ctx.dataset,
-                    rule="prices.adj_close_consistency",
-                    severity="error",
-                    detail=pl.lit(f"corporate actions cannot be applied: {exc}"),
+                    "prices.adj_close_consistency",
+                    "error",
+                    pl.lit(f"corporate actions cannot be applied: {exc}"),
                 )
             )
             continue
@@ -811,14 +763,8 @@ def _adj_close_consistency(ctx: RuleContext, *, tolerance: float, split_size: fl
             )
         )
     )
-    found = _emit(
-        out,
-        dataset=ctx.dataset,
-        rule="prices.adj_close_consistency",
-        severity=pl.when(pl.col("big")).then(pl.lit("error")).otherwise(pl.lit("warning")),
-        detail=detail,
-        date=pl.col("date"),
-    )
+    severity = pl.when(pl.col("big")).then(pl.lit("error")).otherwise(pl.lit("warning"))
+    found = _emit(ctx, out, "prices.adj_close_consistency", severity, detail, date=pl.col("date"))
     return pa.concat_tables([problems, found])
 
 
@@ -885,14 +831,7 @@ def _suspicious_jump(ctx: RuleContext, *, threshold: float) -> pa.Table:
             )
         )
     )
-    return _emit(
-        out,
-        dataset=ctx.dataset,
-        rule="prices.suspicious_jump",
-        severity="warning",
-        detail=detail,
-        date=pl.col("date"),
-    )
+    return _emit(ctx, out, "prices.suspicious_jump", "warning", detail, date=pl.col("date"))
 
 
 _register(
@@ -1028,14 +967,7 @@ def _session_rows(ctx: RuleContext) -> pa.Table:
             )
         )
     )
-    return _emit(
-        hit,
-        dataset=ctx.dataset,
-        rule="bars_minute.session_rows",
-        severity="warning",
-        detail=detail,
-        date=pl.col("day"),
-    )
+    return _emit(ctx, hit, "bars_minute.session_rows", "warning", detail, date=pl.col("day"))
 
 
 def _open_gap(ctx: RuleContext, *, threshold: float) -> pa.Table:
@@ -1055,21 +987,22 @@ def _open_gap(ctx: RuleContext, *, threshold: float) -> pa.Table:
     ).with_columns((pl.col("prev_close") / pl.col("ratio").fill_null(1.0)).alias("prev_adj"))
     per = per.with_columns((pl.col("open") / pl.col("prev_adj") - 1).alias("gap"))
     hit = per.filter(pl.col("gap").abs() > threshold)
+    detail = pl.format(
+        "session opens at {}, {} from the previous session's last close {} ({}){}",
+        _num(pl.col("open")),
+        _pct(pl.col("gap")),
+        _num(pl.col("prev_close")),
+        pl.col("prev_day"),
+        pl.when(pl.col("ratio").is_not_null())
+        .then(pl.format(" after the {}:1 split", pl.col("ratio")))
+        .otherwise(pl.lit("")),
+    )
     return _emit(
+        ctx,
         hit,
-        dataset=ctx.dataset,
-        rule="bars_minute.open_gap",
-        severity="warning",
-        detail=pl.format(
-            "session opens at {}, {} from the previous session's last close {} ({}){}",
-            _num(pl.col("open")),
-            _pct(pl.col("gap")),
-            _num(pl.col("prev_close")),
-            pl.col("prev_day"),
-            pl.when(pl.col("ratio").is_not_null())
-            .then(pl.format(" after the {}:1 split", pl.col("ratio")))
-            .otherwise(pl.lit("")),
-        ),
+        "bars_minute.open_gap",
+        "warning",
+        detail,
         date=pl.col("day"),
         ts=pl.col("first_ts"),
     )
@@ -1104,16 +1037,10 @@ def _daily_mismatch(ctx: RuleContext, *, tolerance: float) -> pa.Table:
         )
         for c in PRICE_COLUMNS
     ]
-    return _emit(
-        hit,
-        dataset=ctx.dataset,
-        rule="bars_minute.daily_mismatch",
-        severity="warning",
-        detail=pl.format(
-            "minute bars aggregate to {}", pl.concat_str(parts, separator="; ", ignore_nulls=True)
-        ),
-        date=pl.col("day"),
+    detail = pl.format(
+        "minute bars aggregate to {}", pl.concat_str(parts, separator="; ", ignore_nulls=True)
     )
+    return _emit(ctx, hit, "bars_minute.daily_mismatch", "warning", detail, date=pl.col("day"))
 
 
 _register(
@@ -1187,23 +1114,15 @@ def _crypto_gaps(ctx: RuleContext) -> pa.Table:
         .dt.replace_time_zone("UTC")
         .alias("last"),
     )
-    label = _interval_label(pl.col("interval_us"))
-    return _emit(
-        hit,
-        dataset=ctx.dataset,
-        rule="crypto_bars.gaps",
-        severity="warning",
-        detail=pl.format(
-            "{} {} bar(s) missing on {}: {} .. {} UTC",
-            pl.col("n"),
-            label,
-            pl.col("exchange"),
-            pl.col("first").dt.strftime("%Y-%m-%d %H:%M"),
-            pl.col("last").dt.strftime("%Y-%m-%d %H:%M"),
-        ),
-        date=pl.col("first").dt.date(),
-        ts=pl.col("first"),
+    detail = pl.format(
+        "{} {} bar(s) missing on {}: {} .. {} UTC",
+        pl.col("n"),
+        _interval_label(pl.col("interval_us")),
+        pl.col("exchange"),
+        pl.col("first").dt.strftime("%Y-%m-%d %H:%M"),
+        pl.col("last").dt.strftime("%Y-%m-%d %H:%M"),
     )
+    return _emit(ctx, hit, "crypto_bars.gaps", "warning", detail, ts=pl.col("first"))
 
 
 def _interval_label(us: pl.Expr) -> pl.Expr:
@@ -1238,35 +1157,19 @@ def _cross_exchange(ctx: RuleContext, *, threshold: float) -> pa.Table:
         .alias("other"),
     ).with_columns((pl.col("close") / pl.col("ref") - 1).alias("dev"))
     hit = grouped.filter(pl.col("dev").abs() > threshold)
-    return _emit(
-        hit,
-        dataset=ctx.dataset,
-        rule="crypto_bars.cross_exchange",
-        severity="warning",
-        detail=pl.when(pl.col("n") == 2)
-        .then(
-            pl.format(
-                "{} close {} is {} from {}'s {}",
-                pl.col("exchange"),
-                _num(pl.col("close")),
-                _pct(pl.col("dev")),
-                pl.col("other"),
-                _num(pl.col("ref")),
-            )
-        )
-        .otherwise(
-            pl.format(
-                "{} close {} is {} from the median {} of {} exchanges",
-                pl.col("exchange"),
-                _num(pl.col("close")),
-                _pct(pl.col("dev")),
-                _num(pl.col("ref")),
-                pl.col("n"),
-            )
-        ),
-        date=pl.col("ts").dt.date(),
-        ts=pl.col("ts"),
+    reference = (
+        pl.when(pl.col("n") == 2)
+        .then(pl.format("{}'s {}", pl.col("other"), _num(pl.col("ref"))))
+        .otherwise(pl.format("the median {} of {} exchanges", _num(pl.col("ref")), pl.col("n")))
     )
+    detail = pl.format(
+        "{} close {} is {} from {}",
+        pl.col("exchange"),
+        _num(pl.col("close")),
+        _pct(pl.col("dev")),
+        reference,
+    )
+    return _emit(ctx, hit, "crypto_bars.cross_exchange", "warning", detail, ts=pl.col("ts"))
 
 
 _register(
@@ -1300,20 +1203,10 @@ _register(
 
 # --- fundamentals --------------------------------------------------------------------------------
 
-FUNDAMENTAL_VALUES: Final = (
-    "revenue",
-    "gross_profit",
-    "operating_income",
-    "net_income",
-    "eps_diluted",
-    "shares_diluted",
-    "total_assets",
-    "total_liabilities",
-    "cash_and_equivalents",
-    "operating_cash_flow",
-    "capex",
-    "free_cash_flow",
+FUNDAMENTAL_VALUES: Final = tuple(
+    FUNDAMENTALS.schema.names[FUNDAMENTALS.schema.get_field_index("revenue") :]
 )
+"""The reported values of a fundamentals row: every column of its schema from ``revenue`` on."""
 REQUIRED_FUNDAMENTALS: Final = ("fiscal_year", "fiscal_period", "form")
 NON_NEGATIVE_FUNDAMENTALS: Final = (
     "revenue",
@@ -1343,14 +1236,8 @@ def _required_fields(ctx: RuleContext) -> pa.Table:
     no_value = pl.all_horizontal([pl.col(c).is_null() for c in values]) if values else pl.lit(False)
     parts.append(pl.when(no_value).then(pl.lit("every value column")))
     missing = pl.concat_str(parts, separator=", ", ignore_nulls=True)
-    hit = frame.with_columns(missing.alias("_missing")).filter(pl.col("_missing") != "")
-    return _emit(
-        hit,
-        dataset=ctx.dataset,
-        rule="fundamentals.required_fields",
-        severity="error",
-        detail=pl.format("missing {}: {}", pl.col("_missing"), _period_words()),
-        date=pl.col("filed"),
+    return _row_rule(
+        ctx, missing != "", "required_fields", "error", "missing {}: {}", missing, _period_words()
     )
 
 
@@ -1360,20 +1247,16 @@ def _balance_sheet(ctx: RuleContext, *, tolerance: float) -> pa.Table:
         return empty_violations()
     total = pl.col("total_liabilities") + pl.col("total_equity")
     diff = (pl.col("total_assets") - total) / pl.col("total_assets").abs()
-    hit = frame.filter(diff.abs() > tolerance)
-    return _emit(
-        hit,
-        dataset=ctx.dataset,
-        rule="fundamentals.balance_sheet",
-        severity="warning",
-        detail=pl.format(
-            "total_assets {} vs total_liabilities + total_equity {} ({} apart): {}",
-            pl.col("total_assets"),
-            total,
-            _pct(diff),
-            _period_words(),
-        ),
-        date=pl.col("filed"),
+    return _row_rule(
+        ctx,
+        diff.abs() > tolerance,
+        "balance_sheet",
+        "warning",
+        "total_assets {} vs total_liabilities + total_equity {} ({} apart): {}",
+        pl.col("total_assets"),
+        total,
+        _pct(diff),
+        _period_words(),
     )
 
 
@@ -1385,39 +1268,29 @@ def _filing_lag(ctx: RuleContext, *, max_days: int) -> pa.Table:
         (pl.col("filed") - pl.col("period_end")).dt.total_days().alias("lag")
     )
     hit = first.filter(pl.col("lag") > max_days).sort("ticker", "period_end")
-    return _emit(
-        hit,
-        dataset=ctx.dataset,
-        rule="fundamentals.filing_lag",
-        severity="warning",
-        detail=pl.format(
-            "period {} first filed {} ({}), {} days after the period end (more than {})",
-            pl.col("period_end"),
-            pl.col("filed"),
-            pl.col("form").fill_null("?"),
-            pl.col("lag"),
-            pl.lit(max_days),
-        ),
-        date=pl.col("filed"),
+    detail = pl.format(
+        "period {} first filed {} ({}), {} days after the period end (more than {})",
+        pl.col("period_end"),
+        pl.col("filed"),
+        pl.col("form").fill_null("?"),
+        pl.col("lag"),
+        pl.lit(max_days),
     )
+    return _emit(ctx, hit, "fundamentals.filing_lag", "warning", detail, date=pl.col("filed"))
 
 
 def _negative_values(ctx: RuleContext) -> pa.Table:
     frame = ctx.frame
     cols = [c for c in NON_NEGATIVE_FUNDAMENTALS if c in frame.columns]
     parts = [pl.when(pl.col(c) < 0).then(pl.format("{} {}", pl.lit(c), pl.col(c))) for c in cols]
-    hit = frame.filter(pl.any_horizontal([pl.col(c) < 0 for c in cols]))
-    return _emit(
-        hit,
-        dataset=ctx.dataset,
-        rule="fundamentals.negative_values",
-        severity="error",
-        detail=pl.format(
-            "negative {}: {}",
-            pl.concat_str(parts, separator=", ", ignore_nulls=True),
-            _period_words(),
-        ),
-        date=pl.col("filed"),
+    return _row_rule(
+        ctx,
+        pl.any_horizontal([pl.col(c) < 0 for c in cols]),
+        "negative_values",
+        "error",
+        "negative {}: {}",
+        pl.concat_str(parts, separator=", ", ignore_nulls=True),
+        _period_words(),
     )
 
 

@@ -206,21 +206,27 @@ def _read_errors(dataset: str, errors: Mapping[str, Exception], what: str = "") 
     return pa.Table.from_pylist(rows, schema=VIOLATION_SCHEMA)
 
 
-def _check_chunk(
-    lake: Lake,
-    dataset: str,
-    tickers: Sequence[str],
-    since: dt.date | None,
-    first_dates: Mapping[str, dt.date],
-    now: dt.datetime,
-    calendar: str,
-    params: Mapping[str, Mapping[str, Any]] | None,
-) -> tuple[pa.Table, int]:
-    """Read one chunk of tickers of ``dataset`` and run its rules: (violations, rows read)."""
+@dataclass(frozen=True)
+class _Chunk:
+    """One chunk of tickers of one dataset to check, with what its rules need (picklable: it is
+    sent to worker processes)."""
+
+    dataset: str
+    tickers: Sequence[str]
+    since: dt.date | None
+    first_dates: Mapping[str, dt.date]
+    now: dt.datetime
+    calendar: str
+    params: Mapping[str, Mapping[str, Any]] | None
+
+
+def _check_chunk(lake: Lake, chunk: _Chunk) -> tuple[pa.Table, int]:
+    """Read one chunk of tickers and run its dataset's rules: (violations, rows read)."""
+    dataset, since = chunk.dataset, chunk.since
     lookback = LOOKBACK_DAYS.get(dataset)
     start = since - dt.timedelta(days=lookback) if since is not None and lookback else None
     # reads are driven by each ticker's _meta (the objects overlapping the range, no LIST)
-    got = lake.read_batch(list(tickers), dataset, start=start, output="arrow")
+    got = lake.read_batch(list(chunk.tickers), dataset, start=start, output="arrow")
     data: pa.Table = got.data
     found = [_read_errors(dataset, got.errors)]
     if data.num_rows == 0:
@@ -247,11 +253,11 @@ def _check_chunk(
         actions=actions,
         daily=daily,
         since=since,
-        first_dates={t: first_dates[t] for t in present if t in first_dates},
-        calendar=calendar,
-        now=now,
+        first_dates={t: chunk.first_dates[t] for t in present if t in chunk.first_dates},
+        calendar=chunk.calendar,
+        now=chunk.now,
     )
-    found.append(run_rules(ctx, rules, params))
+    found.append(run_rules(ctx, rules, chunk.params))
     return pa.concat_tables(found), int(data.num_rows)
 
 
@@ -267,17 +273,9 @@ def _worker_init(url: str) -> None:
     _WORKER_LAKE = open_lake(url, catalog=":memory:")
 
 
-def _worker_chunk(
-    dataset: str,
-    tickers: Sequence[str],
-    since: dt.date | None,
-    first_dates: Mapping[str, dt.date],
-    now: dt.datetime,
-    calendar: str,
-    params: Mapping[str, Mapping[str, Any]] | None,
-) -> tuple[pa.Table, int]:
+def _worker_chunk(chunk: _Chunk) -> tuple[pa.Table, int]:
     assert _WORKER_LAKE is not None, "worker process not initialised"
-    return _check_chunk(_WORKER_LAKE, dataset, tickers, since, first_dates, now, calendar, params)
+    return _check_chunk(_WORKER_LAKE, chunk)
 
 
 def _use_processes(lake: Lake, n_tickers: int, processes: int | None) -> int:
@@ -450,13 +448,13 @@ def validate(
             counts_t[name] = len(chosen)
             counts_r[name] = 0
             known = ranges.get(name, {})
-            for chunk in _chunks(chosen, max(1, chunk_size)):
-                firsts = {t: lo for t in chunk for lo in [known.get(t, (None, None))[0]] if lo}
-                args = (name, chunk, day, firsts, instant, calendar, params)
+            for part in _chunks(chosen, max(1, chunk_size)):
+                firsts = {t: lo for t in part for lo in [known.get(t, (None, None))[0]] if lo}
+                job = _Chunk(name, part, day, firsts, instant, calendar, params)
                 if nproc:
-                    futures.append((name, pool.submit(_worker_chunk, *args)))
+                    futures.append((name, pool.submit(_worker_chunk, job)))
                 else:
-                    futures.append((name, pool.submit(_check_chunk, lake, *args)))
+                    futures.append((name, pool.submit(_check_chunk, lake, job)))
         for name, fut in futures:
             found, rows = fut.result()
             tables.append(found)
