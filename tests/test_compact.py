@@ -232,9 +232,8 @@ def test_column_projection_after_compaction(local_lake: Lake, columns: list[str]
 
 
 def test_month_completion_sees_compacted_months(local_lake: Lake) -> None:
-    from marketlake.ingest.completion import refresh_months
-
     from marketlake import calendars
+    from marketlake.ingest.completion import refresh_months
 
     lake = local_lake
     lake.write("AAPL", "prices", price_table(list(calendars.sessions(START, END))))

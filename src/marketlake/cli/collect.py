@@ -294,17 +294,28 @@ def complete_months_cmd(
 
 
 @app.command()
-def status(lake: LakeOpt = DEFAULT_LAKE) -> None:
-    """Collection status: monitored assets, watermarks, complete/incomplete months, last runs."""
+def status(
+    lake: LakeOpt = DEFAULT_LAKE,
+    runs_shown: Annotated[int, typer.Option("--runs", help="Last runs shown.", min=1)] = 5,
+) -> None:
+    """Collection status: monitored assets, watermarks, complete/incomplete months, freshness
+    of the monitored assets, open data-quality violations, and the last runs (duration, rows,
+    failures)."""
 
     def go() -> None:
         import marketlake
+        from marketlake.quality.coverage import assess_freshness, freshness_inputs_from_progress
+        from marketlake.quality.report import describe_runs
 
+        now = dt.datetime.now(dt.UTC)
         with marketlake.open(lake) as lk:
             monitored = lk.catalog.monitored()
             marks = [p.last_date for p in lk.catalog.progress() if p.last_date]
             counts = lk.catalog.month_counts()
-            runs = lk.catalog.list_runs(5)
+            runs = describe_runs(lk, runs_shown)
+            items, never = freshness_inputs_from_progress(lk)
+            fresh = assess_freshness(items, now).column("status").to_pylist()
+            violations = lk.catalog.violations(latest_only=True)
         active = sum(1 for a in monitored if a.active)
         out.print(f"monitored assets: {len(monitored)} ({active} active)")
         if marks:
@@ -317,12 +328,50 @@ def status(lake: LakeOpt = DEFAULT_LAKE) -> None:
         out.print(t)
         incomplete = sum(todo for _, todo in counts.values())
         out.print(f"incomplete months: {incomplete}")
-        for r in runs:
-            out.print(
-                f"run {r.run_id} {r.kind} {r.source}: {r.status} "
-                f"({r.items_completed}/{r.items_total}, {r.items_failed} failed)",
-                highlight=False,
-            )
+        by_status = {s: fresh.count(s) for s in ("fresh", "due", "late", "stale")}
+        out.print(
+            "freshness of active monitored series: "
+            + ", ".join(f"{n} {s}" for s, n in by_status.items())
+            + (f"; {len(never)} asset(s) never collected" if never else "")
+            + " (late: > 24 h after the expected session, stale: > 48 h)",
+            highlight=False,
+        )
+        severities = {s: 0 for s in ("error", "warning", "info")}
+        rules: dict[str, int] = {}
+        for v in violations:
+            severities[v.severity] = severities.get(v.severity, 0) + 1
+            rules[v.rule] = rules.get(v.rule, 0) + 1
+        top = sorted(rules.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+        out.print(
+            "open violations (latest check): "
+            + ", ".join(f"{n} {s}" for s, n in severities.items())
+            + (" - " + ", ".join(f"{r} {n}" for r, n in top) if top else ""),
+            highlight=False,
+        )
+        if runs:
+            rt = Table(title=f"last {len(runs)} run(s)")
+            for col in ("run", "kind", "source", "status", "started (UTC)", "took", "items"):
+                rt.add_column(col)
+            for col in ("failed", "rows added", "rows updated"):
+                rt.add_column(col, justify="right")
+            rt.add_column("first error")
+            for info in runs:
+                r = info.run
+                took = "running" if info.seconds is None else f"{info.seconds:.1f} s"
+                rt.add_row(
+                    r.run_id,
+                    r.kind,
+                    r.source,
+                    r.status,
+                    r.started_at[:19].replace("T", " "),
+                    took,
+                    f"{r.items_completed}/{r.items_total}",
+                    str(r.items_failed),
+                    f"{info.rows_added:,}",
+                    f"{info.rows_updated:,}",
+                    info.errors[0] if info.errors else "",
+                )
+            out.print(rt)
 
     _run(go)
 

@@ -980,6 +980,7 @@ def repair_meta(
 # collection commands (assets, update, backfill, complete-months, status, schedule)
 from marketlake.cli import collect as _collect  # noqa: E402, F401
 from marketlake.cli import quality as _quality  # noqa: E402, F401
+from marketlake.cli import quality_report as _quality_report  # noqa: E402, F401
 from marketlake.cli import query as _query  # noqa: E402, F401
 
 
