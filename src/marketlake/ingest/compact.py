@@ -42,7 +42,7 @@ from marketlake.ingest.writer import PartitionWriter
 from marketlake.schemas.datasets import Dataset
 from marketlake.storage.layout import HISTORY_PREFIX, Layout, history_label, is_history, split_sub
 from marketlake.storage.meta import PartitionMeta, TickerMeta, meta_key
-from marketlake.storage.parquet import decode_table, encode_table
+from marketlake.storage.parquet import HISTORY_COMPRESSION, decode_table, encode_table
 from marketlake.storage.store import GetResult, ObjectStore
 
 log = logging.getLogger("marketlake.compact")
@@ -155,7 +155,7 @@ def _attempt(
             removed += folded
             continue
         table = _fold(store, ds, folded)
-        data = encode_table(table)
+        data = encode_table(table, compression=HISTORY_COMPRESSION)
         etag = _put(store, key, data, previous=[p for p in folded if p.key == key])
         new_keys.append(key)
         source = max(folded, key=lambda p: p.updated_at).source

@@ -39,7 +39,13 @@ from marketlake.schemas.conform import conform
 from marketlake.schemas.datasets import Dataset
 from marketlake.storage.layout import HISTORY_PREFIX, SUB_VALUE, Layout, is_history, split_sub
 from marketlake.storage.meta import PartitionMeta, TickerMeta, meta_key
-from marketlake.storage.parquet import decode_table, encode_table, sha256_hex
+from marketlake.storage.parquet import (
+    COMPRESSION,
+    HISTORY_COMPRESSION,
+    decode_table,
+    encode_table,
+    sha256_hex,
+)
 from marketlake.storage.store import GetResult, ObjectStore
 
 
@@ -330,7 +336,8 @@ class PartitionWriter:
                     0,
                     0,
                 )
-            data = encode_table(result.table)
+            codec = HISTORY_COMPRESSION if is_history(period) else COMPRESSION
+            data = encode_table(result.table, compression=codec)
             if current is not None and sha256_hex(data) == sha256_hex(current.data):
                 return (
                     self._pmeta(dataset, key, period, result.table, current, now, source),

@@ -17,17 +17,22 @@ from marketlake.errors import CorruptObjectError
 
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
+#: Compacted history objects (read whole by every long read) use LZ4: pyarrow sets up a zstd
+#: decompression context per column chunk, which dominates decoding small tables (a five-year
+#: daily history decodes in ~0.14 ms with LZ4 vs ~0.28 ms with zstd, for ~1.45x the bytes).
+HISTORY_COMPRESSION = "lz4"
 
 
-def encode_table(table: pa.Table) -> bytes:
-    """Serialise ``table`` to Parquet bytes deterministically (schema metadata is dropped)."""
+def encode_table(table: pa.Table, *, compression: str = COMPRESSION) -> bytes:
+    """Serialise ``table`` to Parquet bytes deterministically (schema metadata is dropped).
+    ``compression``: ``"zstd"`` (level 3, the default) or ``"lz4"`` (history objects)."""
     table = table.replace_schema_metadata(None)
     sink = pa.BufferOutputStream()
     pq.write_table(
         table,
         sink,
-        compression=COMPRESSION,
-        compression_level=COMPRESSION_LEVEL,
+        compression=compression,
+        compression_level=COMPRESSION_LEVEL if compression == "zstd" else None,
         use_dictionary=False,
         write_statistics=True,
         row_group_size=max(table.num_rows, 1),

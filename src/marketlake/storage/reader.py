@@ -62,6 +62,10 @@ class ReadInfo:
     gaps: list[str] = field(default_factory=list)
 
 
+def _month_index(day: dt.date) -> int:
+    return day.year * 12 + day.month - 1
+
+
 def _gaps(parts: Sequence[PartitionMeta], lo: dt.date, hi: dt.date, meta: TickerMeta) -> list[str]:
     """``YYYY-MM`` months in ``[lo, hi]`` ∩ the ticker's stored span with no partition."""
     if meta.min_date is None or meta.max_date is None:
@@ -69,16 +73,13 @@ def _gaps(parts: Sequence[PartitionMeta], lo: dt.date, hi: dt.date, meta: Ticker
     a, b = max(lo, meta.min_date), min(hi, meta.max_date)
     if b < a:
         return []
-    covered = [(p.min_date, p.max_date) for p in parts]
-    out = []
-    y, m = a.year, a.month
-    while (y, m) <= (b.year, b.month):
-        first = dt.date(y, m, 1)
-        last = (dt.date(y + 1, 1, 1) if m == 12 else dt.date(y, m + 1, 1)) - dt.timedelta(1)
-        if not any(c0 <= last and c1 >= first for c0, c1 in covered):
-            out.append(f"{y:04d}-{m:02d}")
-        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
-    return out
+    first, last = _month_index(a), _month_index(b)
+    covered: set[int] = set()
+    for p in parts:
+        covered.update(
+            range(max(first, _month_index(p.min_date)), min(last, _month_index(p.max_date)) + 1)
+        )
+    return [f"{m // 12:04d}-{m % 12 + 1:02d}" for m in range(first, last + 1) if m not in covered]
 
 
 class PartitionReader:
@@ -227,8 +228,12 @@ class PartitionReader:
         tables = self.fetch(items, fetch_cols, map_fn=map_fn)
         if not tables:
             return ds.schema.empty_table().select(columns)
+        inside = all(
+            isinstance(i, PartitionMeta) and i.min_date >= lo and i.max_date <= hi for i in items
+        )
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        table = table.filter(date_mask(table.column(ds.time_column), lo, hi))
+        if not inside:  # only partitions reaching past the range need the row filter
+            table = table.filter(date_mask(table.column(ds.time_column), lo, hi))
         if len(tables) > 1 and _interleaved(items):
             table = table.sort_by([(k, "ascending") for k in ds.key if k in table.column_names])
         return table.select(columns)
