@@ -240,5 +240,8 @@ def cron_lines(
         f"{m} {h} * * {weekday_cron} {command} backfill --gaps --weeks {gap_weeks} {lake_opt}"
     )
     m, h, shift = hm("complete")
-    lines.append(f"{m} {h} {cfg.monthday + shift} * * {command} complete-months {lake_opt}")
+    lines.append(
+        f"{m} {h} {cfg.monthday + shift} * * {command} complete-months {lake_opt} && "
+        f"{command} compact {lake_opt}"
+    )
     return lines

@@ -394,7 +394,8 @@ def schedule(
     log_file: LogFileOpt = None,
 ) -> None:
     """Run the daily update (02:00 UTC), the weekly gap backfill and the monthly completion job
-    in this process, or print the equivalent crontab lines with --print-cron."""
+    (which then compacts the closed month) in this process, or print the equivalent crontab
+    lines with --print-cron."""
     from marketlake.schedule import WEEKDAYS, ScheduleConfig, cron_lines, parse_at, run_schedule
 
     def go() -> None:
@@ -427,6 +428,7 @@ def schedule(
         def job_complete() -> None:
             with marketlake.open(lake) as lk:
                 complete_months(lk, as_of=last_completed_session())
+                lk.compact()  # fold the month that just closed into the history objects
 
         err.print(f"scheduling on {lake}: update daily at {at} UTC (Ctrl-C to stop)")
         run_schedule({"update": job_update, "gaps": job_gaps, "complete": job_complete}, cfg)
