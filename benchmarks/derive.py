@@ -232,8 +232,17 @@ def build_universe(root: Path, tickers: list[str], win: Window, args: argparse.N
 
 
 def compact_function() -> Callable[..., Any] | None:
-    """``marketlake.ingest.compact.compact_lake(lake, datasets, tickers)`` when this marketlake
-    has it; else a loop over ``compact_ticker`` when only that exists; else None."""
+    """A ``compact(lake, datasets, tickers)``: ``Lake.compact`` when this marketlake has it, else
+    ``marketlake.ingest.compact.compact_lake``, else a loop over ``compact_ticker`` (which
+    records nothing in the catalog), else None."""
+    if callable(getattr(marketlake.Lake, "compact", None)):
+
+        def lake_compact(
+            lake: Any, datasets: list[str] | None = None, tickers: list[str] | None = None
+        ) -> Any:
+            return lake.compact(datasets=datasets, tickers=tickers)
+
+        return lake_compact
     try:
         module = importlib.import_module("marketlake.ingest.compact")
     except ImportError:
@@ -363,7 +372,8 @@ def read_inputs(reader: Any, ticker: str) -> tuple[pa.Table, pa.Table, pa.Table]
         ds = get_dataset(name)
         return reader.read(ds, ticker, None, None, columns or list(ds.schema.names))
 
-    return read("prices", PRICE_COLUMNS), read("corporate_actions"), read("fundamentals")
+    prices = read("prices", PRICE_COLUMNS).combine_chunks()  # as derive_tables does
+    return prices, read("corporate_actions"), read("fundamentals")
 
 
 def technical_arrays(prices: pa.Table, actions: pa.Table) -> Arrays:

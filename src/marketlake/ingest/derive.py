@@ -115,7 +115,9 @@ def derive_tables(
     wanted = [d for d in datasets if d in DERIVED_DATASETS]
     if not wanted:
         return {}
-    prices = _read(reader, "prices", ticker, _PRICE_COLUMNS)
+    # one chunk per column: a monthly lake returns one chunk per partition (60 for five years),
+    # and the filter / adjustment / to_numpy steps below pay per chunk (~1 ms per ticker)
+    prices = _read(reader, "prices", ticker, _PRICE_COLUMNS).combine_chunks()
     if prices.num_rows == 0:
         return {}
     actions = _read(reader, "corporate_actions", ticker)
