@@ -62,6 +62,7 @@ from marketlake.schemas.datasets import get_dataset
 from marketlake.sources.base import Source, SourceRequest
 from marketlake.sources.synthetic import SyntheticSource, demo_universe
 from marketlake.storage.meta import meta_key
+from marketlake.testing.talib_reference import talib_reference
 
 SETUP_VERSION = 1  # bump when the setup lake's contents change (invalidates the cached setups)
 SEED = 7  # SyntheticSource seed
@@ -404,31 +405,7 @@ def talib_module() -> Any:
 def talib_all(talib: Any, arrays: Arrays) -> dict[str, np.ndarray]:
     """TA-Lib's 15 functions behind the 20 ``signals_technical`` columns."""
     _, _, h, lo, c, v = arrays
-    m, sig, hist = talib.MACD(c, 12, 26, 9)
-    up, mid, low = talib.BBANDS(c, 20, 2.0, 2.0, 0)
-    k, d = talib.STOCH(h, lo, c, 14, 3, 0, 3, 0)
-    return {
-        "rsi_14": talib.RSI(c, 14),
-        "sma_20": talib.SMA(c, 20),
-        "sma_50": talib.SMA(c, 50),
-        "sma_200": talib.SMA(c, 200),
-        "ema_20": talib.EMA(c, 20),
-        "macd": m,
-        "macd_signal": sig,
-        "macd_hist": hist,
-        "bb_upper": up,
-        "bb_middle": mid,
-        "bb_lower": low,
-        "atr_14": talib.ATR(h, lo, c, 14),
-        "obv": talib.OBV(c, v),
-        "stoch_k": k,
-        "stoch_d": d,
-        "adx_14": talib.ADX(h, lo, c, 14),
-        "roc_10": talib.ROC(c, 10),
-        "williams_r_14": talib.WILLR(h, lo, c, 14),
-        "cci_20": talib.CCI(h, lo, c, 20),
-        "mfi_14": talib.MFI(h, lo, c, v, 14),
-    }
+    return talib_reference(talib, h, lo, c, v)
 
 
 def max_relative_difference(talib: Any, arrays: Arrays) -> float:

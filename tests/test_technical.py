@@ -36,6 +36,7 @@ from marketlake.errors import DataValidationError
 from marketlake.schemas.datasets import SIGNALS_TECHNICAL
 from marketlake.sources.base import SourceRequest
 from marketlake.sources.yahoo import YahooChartSource
+from marketlake.testing.talib_reference import talib_reference
 
 talib = pytest.importorskip("talib")
 
@@ -84,31 +85,7 @@ SERIES["yahoo-AAPL"] = yahoo_aapl()
 
 def references(s: Series) -> dict[str, np.ndarray]:
     _, _, h, lo, c, v = s
-    m, sig, hist = talib.MACD(c, 12, 26, 9)
-    up, mid, low = talib.BBANDS(c, 20, 2.0, 2.0, 0)
-    k, d = talib.STOCH(h, lo, c, 14, 3, 0, 3, 0)
-    return {
-        "rsi_14": talib.RSI(c, 14),
-        "sma_20": talib.SMA(c, 20),
-        "sma_50": talib.SMA(c, 50),
-        "sma_200": talib.SMA(c, 200),
-        "ema_20": talib.EMA(c, 20),
-        "macd": m,
-        "macd_signal": sig,
-        "macd_hist": hist,
-        "bb_upper": up,
-        "bb_middle": mid,
-        "bb_lower": low,
-        "atr_14": talib.ATR(h, lo, c, 14),
-        "obv": talib.OBV(c, v),
-        "stoch_k": k,
-        "stoch_d": d,
-        "adx_14": talib.ADX(h, lo, c, 14),
-        "roc_10": talib.ROC(c, 10),
-        "williams_r_14": talib.WILLR(h, lo, c, 14),
-        "cci_20": talib.CCI(h, lo, c, 20),
-        "mfi_14": talib.MFI(h, lo, c, v, 14),
-    }
+    return talib_reference(talib, h, lo, c, v)
 
 
 def test_series_are_real_and_long_enough() -> None:
