@@ -78,8 +78,8 @@ def write_companion(
     lake: Any, ds: Dataset, day: dt.date, table: pa.Table, seq: int
 ) -> CrossSectionRow:
     """Write (if the bytes changed) the companion of ``day`` holding ``table`` (long, one row
-    per ticker) and return its catalog row (not yet recorded)."""
-    table = table.sort_by([("ticker", "ascending")]).cast(xs_schema(ds))
+    per ticker, sorted by ticker, companion schema) and return its catalog row (not yet
+    recorded)."""
     data = encode_table(table)
     key = xs_key(ds, day)
     current = lake.store.get_or_none(key)
@@ -106,34 +106,36 @@ def read_companion(lake: Any, row: CrossSectionRow) -> pa.Table | None:
 
 
 def refresh(
-    lake: Any, ds: Dataset, day: dt.date, known: dict[str, pa.Table] | None = None
+    lake: Any, ds: Dataset, day: dt.date, known: pa.Table | None = None
 ) -> tuple[pa.Table, CrossSectionRow | None]:
     """The cross-section of ``day``, up to date: the stored companion when no write changed
     that day since it was built; else the companion with the changed tickers' rows replaced
-    (``known`` rows -- from a batch -- or read from their ticker-first objects), written back.
-    Returns the rows and the new catalog row (None when nothing had to be rewritten)."""
-    known = known or {}
+    (``known`` rows of that day -- from a batch, long with a ``ticker`` column -- or read from
+    their ticker-first objects), written back. Returns the rows sorted by ticker and the new
+    catalog row (None when nothing had to be rewritten)."""
+    schema = xs_schema(ds)
+    known_tickers = set(known.column("ticker").to_pylist()) if known is not None else set()
     entry = lake.catalog.cross_section(ds.name, day)
     base = read_companion(lake, entry) if entry is not None else None
     if base is None:
         _, top = lake.catalog.xs_changes_since(ds.name, day, 0)
-        to_read = [t for t in lake.catalog.tickers(ds.name) if t not in known]
+        to_read = [t for t in lake.catalog.tickers(ds.name) if t not in known_tickers]
         replace: set[str] = set()
-        base = xs_schema(ds).empty_table()
+        base = schema.empty_table()
     else:
         changed, top = lake.catalog.xs_changes_since(ds.name, day, entry.seq if entry else 0)
-        if not changed and not known:
+        if not changed and not known_tickers:
             return base, None
-        to_read = sorted(changed - set(known))
-        replace = changed | set(known)
+        to_read = sorted(changed - known_tickers)
+        replace = changed | known_tickers
     drop = pc.is_in(base.column("ticker"), pa.array(sorted(replace), pa.string()))
     parts = [base.filter(pc.invert(drop))]
     if to_read:
         parts.append(lake.read_batch(to_read, ds.name, day, day, output="arrow").data)
-    parts += list(known.values())
-    merged = pa.concat_tables([p.cast(xs_schema(ds)) for p in parts])
-    row = write_companion(lake, ds, day, merged, top)
-    return merged.sort_by([("ticker", "ascending")]), row
+    if known is not None:
+        parts.append(known)
+    merged = pa.concat_tables([p.cast(schema) for p in parts]).sort_by([("ticker", "ascending")])
+    return merged, write_companion(lake, ds, day, merged, top)
 
 
 def update_from_batch(lake: Any, writes: Iterable[WriteResult]) -> int:
@@ -162,11 +164,7 @@ def update_from_batch(lake: Any, writes: Iterable[WriteResult]) -> int:
             continue
         rows: list[CrossSectionRow] = []
         for day, table in sorted(fresh.items()):
-            known = {
-                t: table.filter(pc.equal(table.column("ticker"), t))
-                for t in pc.unique(table.column("ticker")).to_pylist()
-            }
-            _, row = refresh(lake, ds, day, known)
+            _, row = refresh(lake, ds, day, table)
             if row is not None:
                 rows.append(row)
         if rows:
