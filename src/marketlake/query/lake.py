@@ -454,16 +454,11 @@ class Lake:
         need = [e for e in ex_dates if e > last]  # else the previous session is in the table
         if not need:
             return None
+        windows = [(e - dt.timedelta(days=10), e - dt.timedelta(1)) for e in need]
         tables = [
-            self._read_arrow(
-                ds,
-                ticker,
-                e - dt.timedelta(days=10),
-                e - dt.timedelta(1),
-                ["date", "close"],
-                parallel=parallel,
+            self.reader.read_windows(
+                ds, ticker, windows, ["date", "close"], map_fn=self._map_fn(parallel)
             )
-            for e in need
         ]
         got = {d for t in tables for d in t.column("date").to_pylist()}
         for e in need:  # a long halt: look further back for the previous session

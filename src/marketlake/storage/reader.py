@@ -238,6 +238,39 @@ class PartitionReader:
             table = table.sort_by([(k, "ascending") for k in ds.key if k in table.column_names])
         return table.select(columns)
 
+    def read_windows(
+        self,
+        ds: Dataset,
+        ticker: str,
+        windows: Sequence[tuple[dt.date, dt.date]],
+        columns: list[str],
+        *,
+        map_fn: MapFn[PartitionMeta | str, pa.Table | None] | None = None,
+    ) -> pa.Table:
+        """Rows of (ds, ticker) inside any of the inclusive date ``windows``: one ``_meta``
+        read, each overlapping partition fetched once. Sorted by time (windows must not
+        overlap sub-partitions: single-series datasets only)."""
+        if not windows:
+            return ds.schema.empty_table().select(columns)
+        lo = min(w[0] for w in windows)
+        hi = max(w[1] for w in windows)
+        items, _, _ = self.plan(ds, ticker, lo, hi)
+        items = [
+            i
+            for i in items
+            if isinstance(i, str) or any(i.max_date >= a and i.min_date <= b for a, b in windows)
+        ]
+        tables = self.fetch(items, columns, map_fn=map_fn)
+        if not tables:
+            return ds.schema.empty_table().select(columns)
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        tcol = table.column(ds.time_column)
+        mask = None
+        for a, b in windows:
+            m = date_mask(tcol, a, b)
+            mask = m if mask is None else pc.or_(mask, m)
+        return table.filter(mask).select(columns)
+
 
 def _interleaved(items: Sequence[PartitionMeta | str]) -> bool:
     """True when the partitions' date ranges overlap (sub-partitions such as exchanges), so
