@@ -40,7 +40,13 @@ from marketlake.errors import ConflictError, MarketlakeError
 from marketlake.ingest.merge import merge_rows
 from marketlake.ingest.writer import PartitionWriter
 from marketlake.schemas.datasets import Dataset
-from marketlake.storage.layout import HISTORY_PREFIX, Layout, history_label, is_history, split_sub
+from marketlake.storage.layout import (
+    Layout,
+    covered_month,
+    history_label,
+    is_history,
+    split_sub,
+)
 from marketlake.storage.meta import PartitionMeta, TickerMeta, meta_key
 from marketlake.storage.parquet import HISTORY_COMPRESSION, decode_table, encode_table
 from marketlake.storage.store import GetResult, ObjectStore
@@ -143,12 +149,7 @@ def _attempt(
     removed: list[PartitionMeta] = []
     added: list[PartitionMeta] = []
     for sub, folded in sorted(groups.items(), key=lambda kv: kv[0] or ""):
-        upto = max(
-            p.period.split(":")[-1][len(HISTORY_PREFIX) :]
-            if is_history(p.period)
-            else split_sub(p.period)[1][:7]
-            for p in folded
-        )
+        upto = max(covered_month(p.period) for p in folded)
         label = history_label(upto, sub)
         key = layout.key(ds.name, ds.version, ticker, label)
         if dry_run:

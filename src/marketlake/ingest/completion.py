@@ -23,7 +23,7 @@ import pyarrow as pa
 from marketlake import calendars
 from marketlake.catalog import MonthProgressRow, PartitionRow, utc_now_iso
 from marketlake.schemas.datasets import Dataset, get_dataset
-from marketlake.storage.layout import HISTORY_PREFIX, is_history, split_sub
+from marketlake.storage.layout import covered_month, is_history
 
 if TYPE_CHECKING:
     from marketlake.query.lake import Lake
@@ -146,7 +146,7 @@ def refresh_months(
 def _history_holding(parts: Sequence[PartitionRow], month: str) -> PartitionRow | None:
     """The compacted history partition that holds ``month`` (``YYYY-MM``), if any."""
     for p in parts:
-        if is_history(p.period) and month <= split_sub(p.period)[1][len(HISTORY_PREFIX) :]:
+        if is_history(p.period) and month <= covered_month(p.period):
             return p
     return None
 

@@ -37,7 +37,14 @@ from marketlake.errors import ConflictError, CorruptObjectError, DataValidationE
 from marketlake.ingest.merge import merge_rows
 from marketlake.schemas.conform import conform
 from marketlake.schemas.datasets import Dataset
-from marketlake.storage.layout import HISTORY_PREFIX, SUB_VALUE, Layout, is_history, split_sub
+from marketlake.storage.layout import (
+    SUB_VALUE,
+    Layout,
+    covered_month,
+    is_history,
+    newest_history,
+    split_sub,
+)
 from marketlake.storage.meta import PartitionMeta, TickerMeta, meta_key
 from marketlake.storage.parquet import (
     COMPRESSION,
@@ -138,23 +145,16 @@ def route_periods(groups: dict[str, pa.Table] | list[str], meta: TickerMeta) -> 
     """Period -> compacted history label, for the periods (month/day labels) that ``meta``
     says were folded into a history object (pure). Periods that exist as their own partition,
     or lie after every history object, keep their own label."""
-    history: dict[str | None, tuple[str, str]] = {}  # sub -> (upto month, label)
-    for label in meta.partitions:
-        if is_history(label):
-            sub, period = split_sub(label)
-            upto = period[len(HISTORY_PREFIX) :]
-            if sub not in history or upto > history[sub][0]:
-                history[sub] = (upto, label)
-    if not history:
+    newest = newest_history(meta.partitions)
+    if not newest:
         return {}
     out: dict[str, str] = {}
     for label in groups:
         if label in meta.partitions or is_history(label):
             continue
-        sub, period = split_sub(label)
-        hit = history.get(sub)
-        if hit is not None and period[:7] <= hit[0]:
-            out[label] = hit[1]
+        hit = newest.get(split_sub(label)[0])
+        if hit is not None and covered_month(label) <= covered_month(hit):
+            out[label] = hit
     return out
 
 
@@ -162,20 +162,17 @@ def _latest_compaction(parts: dict[str, PartitionMeta]) -> dict[str, PartitionMe
     """Objects found by LIST after a crash may include an older history object or monthly
     objects already folded into the newest one: keep, per sub-partition, the newest history
     object and only the partitions after it (what the newest committed ``_meta`` listed)."""
-    newest: dict[str | None, str] = {}
-    for label in parts:
-        if is_history(label):
-            sub, period = split_sub(label)
-            if sub not in newest or period > split_sub(newest[sub])[1]:
-                newest[sub] = label
+    newest = newest_history(parts)
     if not newest:
         return parts
     out: dict[str, PartitionMeta] = {}
     for label, p in parts.items():
-        sub, period = split_sub(label)
-        keep = newest.get(sub)
-        upto = split_sub(keep)[1][len(HISTORY_PREFIX) :] if keep else ""
-        if keep is None or label == keep or (not is_history(label) and period[:7] > upto):
+        keep = newest.get(split_sub(label)[0])
+        if (
+            keep is None
+            or label == keep
+            or (not is_history(label) and covered_month(label) > covered_month(keep))
+        ):
             out[label] = p
     return out
 

@@ -49,7 +49,7 @@ from marketlake.catalog import MonitoredAsset, PartitionRow
 from marketlake.errors import MarketlakeError
 from marketlake.ingest.completion import is_session_dataset
 from marketlake.schemas.datasets import get_dataset, list_datasets
-from marketlake.storage.layout import ALL_PERIOD, HISTORY_PREFIX, period_bounds, split_sub
+from marketlake.storage.layout import is_history, period_bounds, split_sub
 
 if TYPE_CHECKING:
     from marketlake.query.lake import Lake
@@ -954,13 +954,10 @@ def _as_ny(ts: pa.ChunkedArray) -> pa.ChunkedArray:
 def _period_span(label: str) -> tuple[dt.date, dt.date]:
     """Inclusive calendar bounds of a partition label: ``YYYY-MM-DD``, ``YYYY-MM``, ``YYYY``,
     ``upto-YYYY-MM`` (a compacted history object: everything through that month) or ``all``."""
-    label = split_sub(label)[1]
-    upto = label.startswith(HISTORY_PREFIX)
-    body = label.removeprefix(HISTORY_PREFIX)
-    bounds = None if body == ALL_PERIOD else period_bounds(body)
+    bounds = period_bounds(label)
     if bounds is None:
         return dt.date.min, dt.date.max
-    return (dt.date.min if upto else bounds[0]), bounds[1]
+    return (dt.date.min if is_history(label) else bounds[0]), bounds[1]
 
 
 def _screen(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -61,6 +62,24 @@ _HISTORY_LABEL = re.compile(r"upto-([0-9]{4})-([0-9]{2})")
 def is_history(label: str) -> bool:
     """True for a compacted history partition label (``"upto-2024-06"``, ``"binance:upto-…"``)."""
     return split_sub(label)[1].startswith(HISTORY_PREFIX)
+
+
+def covered_month(label: str) -> str:
+    """The last ``YYYY-MM`` a partition label covers: its month for day and month labels, the
+    month it runs up to for a history label (``"binance:upto-2024-06"`` -> ``"2024-06"``)."""
+    period = split_sub(label)[1]
+    return period[len(HISTORY_PREFIX) :] if period.startswith(HISTORY_PREFIX) else period[:7]
+
+
+def newest_history(labels: Iterable[str]) -> dict[str | None, str]:
+    """Per sub-partition (None without one), the history label covering the latest month."""
+    newest: dict[str | None, str] = {}
+    for label in labels:
+        if is_history(label):
+            sub = split_sub(label)[0]
+            if sub not in newest or covered_month(label) > covered_month(newest[sub]):
+                newest[sub] = label
+    return newest
 
 
 def history_label(month: str, sub: str | None = None) -> str:
