@@ -262,12 +262,13 @@ def test_single_write_surfaces_typed_errors(tmp_path: Path) -> None:
         with pytest.raises(StoragePermissionError, match="permission denied"):
             lk.write("AAPL", "prices", table)
         assert isinstance(lk.store, FaultyStore)
+        plan.enabled = False
+        lk.write("AAPL", "prices", table)
         lk.store.plan = plan = FaultPlan([FaultRule("timeout", ops=("get",))])
         with pytest.raises(TransientStorageError, match="timed out"):
             lk.read("AAPL", "prices", "2024-01-01", "2024-01-31")
         assert plan.calls["get"] == 8  # every attempt went through the store's retry loop
         plan.enabled = False
-        lk.write("AAPL", "prices", table)
         assert lk.read("AAPL", "prices", output="arrow").num_rows == table.num_rows
         assert consistent(lk).ok
 
