@@ -57,7 +57,7 @@ from marketlake.sources.synthetic import demo_universe  # noqa: E402
 db = importlib.import_module("daily_batch")  # row generator, memory source, report helpers
 s3b = importlib.import_module("s3_batch")  # the latency proxy in its own process
 
-SETUP_VERSION = 1  # bump when the setup changes (invalidates the cached lakes)
+SETUP_VERSION = 2  # bump when the setup changes (invalidates the cached lakes)
 SEED = 20261120
 END = dt.date(2026, 11, 20)  # last session of the data
 START = dt.date(END.year - 5, END.month, END.day) + dt.timedelta(days=1)
