@@ -46,8 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("marketlake.query.sql")
 
-#: A catalog with more tickers than this is asked once for the whole dataset instead of per ticker.
-_PER_TICKER_LOOKUPS = 500
 _DATABASE: Any = None  # the process's DuckDB database (see _connect)
 _DATABASE_LOCK = threading.Lock()
 
@@ -399,22 +397,11 @@ def _scan(
     warnings: list[str],
 ) -> TableScan:
     """The scan of one dataset, with its partition count from the catalog."""
-    if tickers is None or len(tickers) > _PER_TICKER_LOOKUPS:
-        rows = lake.catalog.partitions(dataset=ds.name)
-        if tickers is not None:
-            rows = [r for r in rows if r.ticker in tickers]
-    else:
-        rows = [r for t in sorted(tickers) for r in lake.catalog.partitions(ds.name, t)]
-    objects = {
-        r.object_key
-        for r in rows
-        if (lo is None or r.max_date is None or r.max_date >= lo)
-        and (hi is None or r.min_date is None or r.min_date <= hi)
-    }
+    objects, held = lake.catalog.scan_extent(ds.name, tickers, lo, hi)
     if tickers is not None:
         names = tuple(sorted(tickers))
-        return TableScan(ds.name, names, lo, hi, columns, False, len(objects), len(names), names)
-    names = tuple(sorted({r.ticker for r in rows}))
+        return TableScan(ds.name, names, lo, hi, columns, False, objects, len(names), names)
+    names = tuple(held)
     if names:
         warnings.append(
             f"{ds.name}: no ticker filter that can be pushed down (WHERE ticker = '...' or "
@@ -425,7 +412,7 @@ def _scan(
             f"{ds.name}: the catalog lists no tickers, so the table is empty; if the lake was "
             f"written elsewhere, run 'marketlake catalog rebuild'"
         )
-    return TableScan(ds.name, None, lo, hi, columns, False, len(objects), len(names), names)
+    return TableScan(ds.name, None, lo, hi, columns, False, objects, len(names), names)
 
 
 def _empty(ds: Dataset, columns: tuple[str, ...] | None) -> pa.Table:
