@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+import marketlake
 from marketlake.cli.main import app
 
 runner = CliRunner()
@@ -148,10 +149,37 @@ def test_ingest_and_resume(tmp_path: Path) -> None:
 def test_errors_are_one_clear_line(
     tmp_path: Path, args: list[str], code: int, fragment: str
 ) -> None:
+    marketlake.open(str(tmp_path / "lake")).close()
     res = runner.invoke(app, [*args, "--lake", str(tmp_path / "lake")])
     assert res.exit_code == code, res.output
     assert fragment in res.output
     assert "Traceback" not in res.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["read", "AAPL"],
+        ["sql", "SELECT count(*) FROM prices"],
+        ["export", "prices", "--tickers", "AAPL", "--output", "out.csv"],
+        ["status"],
+        ["runs"],
+        ["validate"],
+        ["compact"],
+        ["report", "coverage", "--output", "report-dir"],
+    ],
+)
+def test_read_only_commands_refuse_a_missing_lake_and_create_nothing(
+    tmp_path: Path, args: list[str]
+) -> None:
+    missing = tmp_path / "typo"
+    args = [str(tmp_path / a) if a in ("out.csv", "report-dir") else a for a in args]
+    res = runner.invoke(app, [*args, "--lake", str(missing)])
+    assert res.exit_code == 1, res.output
+    assert f"no marketlake lake at {missing}" in res.output
+    assert "marketlake ingest" in res.output  # how to create one
+    assert "Traceback" not in res.output
+    assert not missing.exists()
 
 
 def test_failed_items_exit_3_and_name_resume(tmp_path: Path) -> None:

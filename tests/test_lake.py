@@ -272,3 +272,17 @@ def test_results_carry_provenance_and_warnings(local_lake: Lake) -> None:
     assert res.provenance["tickers"] == ["AAPL", "NOPE", "bad/x"]
     assert "no prices rows in the range for: NOPE" in res.warnings
     assert any(w.startswith("failed tickers") for w in res.warnings)
+
+
+def test_open_without_create_refuses_a_missing_lake(tmp_path: Path, s3_lake_url: str) -> None:
+    missing = tmp_path / "typo" / "lake"
+    with pytest.raises(marketlake.LakeNotFoundError, match=r"no marketlake lake at .*typo"):
+        marketlake.open(missing, create=False)
+    assert not (tmp_path / "typo").exists()  # no directory, marker or catalog left behind
+    with pytest.raises(marketlake.LakeNotFoundError, match="marketlake ingest"):
+        marketlake.open(s3_lake_url, catalog=tmp_path / "c.sqlite", create=False)
+    assert not (tmp_path / "c.sqlite").exists()
+    for url in (str(tmp_path / "lake"), s3_lake_url):
+        marketlake.open(url, catalog=tmp_path / "c2.sqlite").close()  # create it
+        with marketlake.open(url, catalog=tmp_path / "c2.sqlite", create=False) as lk:
+            assert lk.tickers() == []

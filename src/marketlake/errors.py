@@ -102,6 +102,11 @@ class CorruptObjectError(StorageError):
     """An object exists but cannot be decoded (truncated, not Parquet, bad JSON)."""
 
 
+class LakeNotFoundError(StorageError):
+    """No lake at the URL (no ``_marketlake.json`` marker) and the caller asked not to create
+    one."""
+
+
 class FormatVersionError(StorageError):
     """The lake was written by a newer (or unknown) marketlake storage format."""
 

@@ -108,7 +108,7 @@ def assets_remove(
         import marketlake
         from marketlake.schemas.tickers import normalize_tickers
 
-        with marketlake.open(lake) as lk:
+        with marketlake.open(lake, create=False) as lk:
             n = lk.catalog.remove_monitored(normalize_tickers(_split(tickers)), source)
         out.print(f"removed {n} monitored asset(s)")
 
@@ -125,7 +125,7 @@ def assets_list(
     def go() -> None:
         import marketlake
 
-        with marketlake.open(lake) as lk:
+        with marketlake.open(lake, create=False) as lk:
             marks: dict[tuple[str, str], dt.date | None] = {}
             for p in lk.catalog.progress(source=source):
                 marks[(p.source, p.ticker)] = min(
@@ -285,7 +285,7 @@ def complete_months_cmd(
         from marketlake.ingest.completion import complete_months
         from marketlake.ingest.update import last_completed_session
 
-        with marketlake.open(lake) as lk:
+        with marketlake.open(lake, create=False) as lk:
             as_of = _date(date, "--date") or last_completed_session()
             n, done = complete_months(lk, as_of=as_of)
         out.print(f"refreshed {n} month(s); {done} of them complete (as of {as_of})")
@@ -308,7 +308,7 @@ def status(
         from marketlake.quality.report import describe_runs
 
         now = dt.datetime.now(dt.UTC)
-        with marketlake.open(lake) as lk:
+        with marketlake.open(lake, create=False) as lk:
             monitored = lk.catalog.monitored()
             marks = [p.last_date for p in lk.catalog.progress() if p.last_date]
             counts = lk.catalog.month_counts()

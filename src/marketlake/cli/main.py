@@ -285,7 +285,7 @@ def derive(
         from marketlake.ingest.derive import run_derive
 
         names = [t for t in (tickers or "").split(",") if t.strip()] or None
-        with marketlake.open(lake) as lk:
+        with marketlake.open(lake, create=False) as lk:
             summary = run_derive(
                 lk,
                 names,
@@ -328,7 +328,7 @@ def compact(
         import marketlake
 
         names = [t for t in (tickers or "").split(",") if t.strip()] or None
-        with marketlake.open(lake) as lk:
+        with marketlake.open(lake, create=False) as lk:
             s = lk.compact(dataset or None, names, before=before, dry_run=dry_run)
         verb = "would fold" if s.dry_run else "folded"
         out.print(
@@ -521,7 +521,7 @@ def read(
         import marketlake
 
         cols = [c.strip() for c in columns.split(",")] if columns else None
-        with marketlake.open(lake) as lk:
+        with marketlake.open(lake, create=False) as lk:
             table = lk.read(
                 ticker,
                 dataset,
@@ -592,7 +592,7 @@ def runs(
     def go() -> None:
         import marketlake
 
-        with marketlake.open(lake) as lk:
+        with marketlake.open(lake, create=False) as lk:
             if run_id is None:
                 t = Table(title="runs (newest first)")
                 for col in (
@@ -687,7 +687,7 @@ def catalog_rebuild(lake: LakeOpt = DEFAULT_LAKE) -> None:
     def go() -> None:
         import marketlake
 
-        with marketlake.open(lake) as lk:
+        with marketlake.open(lake, create=False) as lk:
             n = lk.rebuild_catalog()
         out.print(f"catalog rebuilt from the store: {n} partitions")
 
@@ -701,7 +701,7 @@ def catalog_show(lake: LakeOpt = DEFAULT_LAKE) -> None:
     def go() -> None:
         import marketlake
 
-        with marketlake.open(lake) as lk:
+        with marketlake.open(lake, create=False) as lk:
             agg: dict[str, list[Any]] = {}
             for p in lk.catalog.partitions():
                 a = agg.setdefault(p.dataset, [set(), 0, 0, 0, None, None])
@@ -939,7 +939,7 @@ def relayout(
         import marketlake
         from marketlake.relayout import relayout as do_relayout
 
-        with marketlake.open(lake) as lk:
+        with marketlake.open(lake, create=False) as lk:
             r = do_relayout(
                 lk, dataset, source=from_, target=to, dry_run=dry_run, progress=_progress()
             )
@@ -967,7 +967,7 @@ def repair_meta(
     def go() -> None:
         import marketlake
 
-        with marketlake.open(lake) as lk:
+        with marketlake.open(lake, create=False) as lk:
             meta = lk.repair_meta(ticker, dataset)
         out.print(
             f"rebuilt _meta for {dataset}/{meta.ticker}: {len(meta.partitions)} partitions, "

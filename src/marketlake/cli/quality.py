@@ -78,7 +78,7 @@ def validate(
         names = _split(dataset) or None
         symbols = _split([tickers]) if tickers else None
         day = _date(since, "--since")
-        with marketlake.open(lake) as lk:
+        with marketlake.open(lake, create=False) as lk:
             result = run_validate(lk, names, symbols, day, store=store)
         if fmt == "csv":
             _write_csv(result.violations)

@@ -72,7 +72,7 @@ def report_coverage(
         import marketlake
         from marketlake.quality.report import write_coverage_report
 
-        with marketlake.open(lake) as lk:
+        with marketlake.open(lake, create=False) as lk:
             files = write_coverage_report(
                 lk,
                 output,
@@ -129,7 +129,7 @@ def alerts_check(
         )
 
         instant = _instant(now) or dt.datetime.now(dt.UTC)
-        with marketlake.open(lake) as lk:
+        with marketlake.open(lake, create=False) as lk:
             alerts = collect_alerts(lk, instant)
             url = lk.url
         if not alerts:

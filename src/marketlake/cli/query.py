@@ -62,7 +62,7 @@ def sql_command(
         import marketlake
         from marketlake.query.sql import describe_scan, plan_sql, run_sql
 
-        with marketlake.open(lake) as lk:
+        with marketlake.open(lake, create=False) as lk:
             if explain:
                 plan = plan_sql(lk, query)
                 for scan in plan.scans:
@@ -200,7 +200,7 @@ def export_command(
             names = _read_universe(universe)
         cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
         first, last = _date(start, "--start"), _date(end, "--end")
-        with marketlake.open(lake) as lk, _Bar() as bar:
+        with marketlake.open(lake, create=False) as lk, _Bar() as bar:
             res = export(
                 lk,
                 names,

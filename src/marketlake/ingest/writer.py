@@ -47,7 +47,6 @@ from marketlake.storage.layout import (
 )
 from marketlake.storage.meta import PartitionMeta, TickerMeta, meta_key
 from marketlake.storage.parquet import (
-    COMPRESSION,
     HISTORY_COMPRESSION,
     decode_table,
     encode_table,
@@ -333,7 +332,7 @@ class PartitionWriter:
                     0,
                     0,
                 )
-            codec = HISTORY_COMPRESSION if is_history(period) else COMPRESSION
+            codec = HISTORY_COMPRESSION if is_history(period) else None
             data = encode_table(result.table, compression=codec)
             if current is not None and sha256_hex(data) == sha256_hex(current.data):
                 return (

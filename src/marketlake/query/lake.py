@@ -24,13 +24,13 @@ import pyarrow.compute as pc
 
 from marketlake.catalog import AssetRow, Catalog, PartitionRow, ProgressRow, utc_now_iso
 from marketlake.derive.adjust import AdjustMode, apply_adjustment, cash_ex_dates, check_mode
-from marketlake.errors import ConfigError, MarketlakeError
+from marketlake.errors import ConfigError, LakeNotFoundError, MarketlakeError
 from marketlake.ingest.writer import PartitionWriter, WriteResult
 from marketlake.ingest.xsection import XS_DATASETS, changes_of, refresh
 from marketlake.schemas.datasets import Dataset, get_dataset, list_datasets
 from marketlake.schemas.tickers import normalize_ticker
 from marketlake.storage.cache import DEFAULT_MAX_BYTES, ReadCache, default_cache_dir
-from marketlake.storage.format import LakeMarker, ensure_marker
+from marketlake.storage.format import MARKER_KEY, LakeMarker, ensure_marker
 from marketlake.storage.layout import Layout, is_history, split_sub
 from marketlake.storage.meta import META_PREFIX, TickerMeta, meta_key
 from marketlake.storage.reader import PartitionReader, ReadInfo
@@ -901,6 +901,7 @@ def open_lake(
     fsync: bool = True,
     cache: bool | str | os.PathLike[str] | None = None,
     cache_max_bytes: int | None = None,
+    create: bool = True,
 ) -> Lake:
     """Open (creating if needed) the lake at ``url``.
 
@@ -929,13 +930,23 @@ def open_lake(
     cache_max_bytes:
         Size bound of the cache (default 2 GiB; ``MARKETLAKE_CACHE_MAX_BYTES`` overrides it);
         least recently used entries are evicted.
+    create:
+        True (default): a URL without a lake gets a new, empty one. False: raise
+        :class:`~marketlake.errors.LakeNotFoundError` instead and create nothing (no directory,
+        marker or catalog) -- what the read-only CLI commands use, so a mistyped ``--lake``
+        is an error rather than an empty result. ``memory://`` is always a new lake.
 
     Raises
     ------
-    ConfigError, FormatVersionError, LayoutError
-        Bad URL or settings, a lake from a newer marketlake, an invalid layout.
+    ConfigError, FormatVersionError, LayoutError, LakeNotFoundError
+        Bad URL or settings, a lake from a newer marketlake, an invalid layout, no lake at
+        ``url`` with ``create=False``.
     """
+    if not create and not isinstance(url, ObjectStore):
+        _require_lake(url)
     store = url if isinstance(url, ObjectStore) else open_store(url, fsync=fsync)
+    if not create and not store.url.startswith("memory://") and not store.exists(MARKER_KEY):
+        raise LakeNotFoundError(_no_lake_message(store.url), url=store.url)
     marker = ensure_marker(store, {d.name: d.layout for d in list_datasets()})
     cat = Catalog.open(os.fspath(catalog) if catalog is not None else default_catalog_path(store))
     if max_workers is None:
@@ -943,6 +954,25 @@ def open_lake(
         max_workers = REMOTE_READ_WORKERS if remote else 16
     read_cache = _open_cache(store, cache, cache_max_bytes)
     return Lake(store, cat, marker, max_workers=max_workers, cache=read_cache)
+
+
+def _no_lake_message(url: str) -> str:
+    return (
+        f"no marketlake lake at {url} (no {MARKER_KEY}): check --lake / MARKETLAKE_LAKE, or "
+        "create it with 'marketlake ingest' ('marketlake demo' for a sample); a lake whose "
+        "marker was lost gets it back from any write"
+    )
+
+
+def _require_lake(url: str | os.PathLike[str]) -> None:
+    """For a local path: refuse before :func:`open_store` creates the directory."""
+    text = os.fspath(url)
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme not in ("", "file"):
+        return  # remote: checked on the store (no directory to create)
+    path = Path(text[len("file://") :] if scheme == "file" else text).expanduser().resolve()
+    if not (path / MARKER_KEY).is_file():
+        raise LakeNotFoundError(_no_lake_message(str(path)), url=str(path))
 
 
 def _open_cache(
