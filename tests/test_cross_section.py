@@ -103,3 +103,26 @@ def test_companion_survives_catalog_rebuild_and_new_process(tmp_path: Path) -> N
         want = xs(lk, DAY)
     with marketlake.open(url) as lk:
         assert xs(lk, DAY).equals(want)
+
+
+def test_read_only_credentials_still_get_the_cross_section(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from marketlake.errors import StoragePermissionError
+    from marketlake.storage.faults import FaultPlan, FaultRule, FaultyStore
+    from marketlake.storage.store import open_store
+
+    url = str(tmp_path / "lake")
+    with marketlake.open(url) as writer:
+        run_batch(
+            writer, SyntheticSource(), TICKERS, ["prices"], D(2024, 1, 2), DAY, kind="backfill"
+        )  # over 31 days: the batch leaves the companions to the first read
+    deny = FaultPlan([FaultRule("permission", ops=("put", "put_if_absent", "put_if_match"))])
+    with marketlake.open(FaultyStore(open_store(url), deny)) as reader:
+        with caplog.at_level("WARNING", logger="marketlake.xsection"):
+            got = xs(reader, D(2024, 3, 5))  # no companion yet, and it cannot be stored
+        assert got.equals(expected(reader, D(2024, 3, 5)))
+        assert "not stored" in caplog.text and "permission" in caplog.text
+        assert reader.catalog.cross_section("prices", D(2024, 3, 5)) is None
+        with pytest.raises(StoragePermissionError):  # writes still fail loudly
+            reader.write(TICKERS[0], "prices", price_table([D(2024, 3, 15)]))

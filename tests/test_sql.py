@@ -26,7 +26,7 @@ from marketlake import Lake, MarketlakeError
 from marketlake.cli.main import app
 from marketlake.ingest.batch import run_batch
 from marketlake.query.lake import convert
-from marketlake.query.sql import _plain_types, plan_sql, run_sql, sql
+from marketlake.query.sql import _plain_types, describe_scan, plan_sql, run_sql, sql
 from marketlake.schemas.datasets import get_dataset
 from marketlake.sources.synthetic import SyntheticSource
 from marketlake.storage.store import GetResult, ObjectStore, open_store
@@ -316,6 +316,12 @@ TRICKY = [
     # fundamentals (one file per ticker) with a range on its time column
     "SELECT ticker, period_end, revenue FROM fundamentals WHERE ticker IN ('T25', 'T26') AND "
     "period_end >= '2023-01-01'",
+    # one date across the universe: served from the cross-section companions
+    "SELECT ticker, close FROM prices WHERE date = '2024-02-15' ORDER BY close DESC LIMIT 5",
+    "SELECT ticker, date, p.close, s.rsi_14 FROM prices p JOIN signals_technical s "
+    "USING (ticker, date) WHERE date = '2024-03-01'",
+    "SELECT count(*) n FROM prices WHERE date = '2024-02-17'",  # a Saturday: no rows
+    "SELECT * FROM prices WHERE date = '2023-12-29' AND ticker NOT IN ('T01', 'T02')",
 ]
 
 
@@ -374,6 +380,33 @@ def test_pushdown_plans(lk: Lake) -> None:
     assert plan.scans[0].schema_only and "did you mean 'AAPL'" in plan.warnings[0]
     describe = plan_sql(lk, "DESCRIBE signals_valuation")
     assert describe.scans[0].schema_only and describe.objects_read == 0
+
+
+def test_one_date_queries_read_the_cross_section_companion(
+    built: tuple[Lake, CountingStore],
+) -> None:
+    lake, store = built
+    q = "SELECT ticker, close FROM prices WHERE date = '2024-01-17' ORDER BY ticker"
+    plan = plan_sql(lake, q)
+    assert plan.scans[0].cross_section and plan.objects_read == 1 and not plan.warnings
+    assert "from its cross-section companion" in describe_scan(plan.scans[0])
+    run_sql(lake, q)  # builds the companion if the batch did not
+    store.gets.clear()
+    res = run_sql(lake, q, tickers_limit=5)  # one object: not a lake scan, not limited
+    assert store.data_keys() == {"_xs/prices/v1/2024/01/2024-01-17.parquet"}
+    assert res.data["ticker"].tolist() == TICKERS
+    _same(res.data, _reference(lake, q))
+    # many tickers on that date use the existing companion; a few read their own objects
+    many = ", ".join(f"'{t}'" for t in TICKERS[:25])
+    wide = plan_sql(lake, f"SELECT * FROM prices WHERE date = '2024-01-17' AND ticker IN ({many})")
+    assert wide.scans[0].cross_section and wide.scans[0].tickers == tuple(TICKERS[:25])
+    few = plan_sql(lake, "SELECT * FROM prices WHERE date = '2024-01-17' AND ticker = 'T03'")
+    assert not few.scans[0].cross_section and few.objects_read == 1
+    # a range of dates, and datasets without companions, read per ticker
+    span = plan_sql(lake, "SELECT * FROM prices WHERE date BETWEEN '2024-01-16' AND '2024-01-17'")
+    assert not span.scans[0].cross_section
+    fund = plan_sql(lake, "SELECT * FROM fundamentals WHERE period_end = '2023-12-31'")
+    assert not fund.scans[0].cross_section
 
 
 def test_describe_and_show_tables_read_nothing(built: tuple[Lake, CountingStore]) -> None:

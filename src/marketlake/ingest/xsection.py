@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from marketlake.catalog import CrossSectionRow, utc_now_iso
+from marketlake.errors import StoragePermissionError
 from marketlake.ingest.writer import WriteResult
 from marketlake.schemas.datasets import Dataset, get_dataset
 from marketlake.storage.parquet import decode_table, encode_table, sha256_hex
@@ -106,13 +107,21 @@ def read_companion(lake: Any, row: CrossSectionRow) -> pa.Table | None:
 
 
 def refresh(
-    lake: Any, ds: Dataset, day: dt.date, known: pa.Table | None = None
+    lake: Any,
+    ds: Dataset,
+    day: dt.date,
+    known: pa.Table | None = None,
+    *,
+    read_only_ok: bool = False,
 ) -> tuple[pa.Table, CrossSectionRow | None]:
     """The cross-section of ``day``, up to date: the stored companion when no write changed
     that day since it was built; else the companion with the changed tickers' rows replaced
     (``known`` rows of that day -- from a batch, long with a ``ticker`` column -- or read from
     their ticker-first objects), written back. Returns the rows sorted by ticker and the new
-    catalog row (None when nothing had to be rewritten)."""
+    catalog row (None when nothing had to be rewritten).
+
+    ``read_only_ok``: when the write-back is refused (read-only credentials), log it and
+    return the rows anyway (a read); else the error propagates (a batch)."""
     schema = xs_schema(ds)
     known_tickers = set(known.column("ticker").to_pylist()) if known is not None else set()
     entry = lake.catalog.cross_section(ds.name, day)
@@ -135,7 +144,19 @@ def refresh(
     if known is not None:
         parts.append(known)
     merged = pa.concat_tables([p.cast(schema) for p in parts]).sort_by([("ticker", "ascending")])
-    return merged, write_companion(lake, ds, day, merged, top)
+    try:
+        return merged, write_companion(lake, ds, day, merged, top)
+    except StoragePermissionError as exc:
+        if not read_only_ok:
+            raise
+        log.warning(
+            "cross-section of %s %s built from the ticker-first data but not stored (%s); "
+            "the next read builds it again -- a writer with write access stores it",
+            ds.name,
+            day,
+            exc,
+        )
+        return merged, None
 
 
 def update_from_batch(lake: Any, writes: Iterable[WriteResult]) -> int:

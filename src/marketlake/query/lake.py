@@ -603,7 +603,7 @@ class Lake:
         cols = _columns(ds, columns)
         parts = []
         for day in days:
-            table, row = refresh(self, ds, day)
+            table, row = refresh(self, ds, day, read_only_ok=True)
             if row is not None:
                 self.catalog.upsert_cross_sections([row])
             parts.append(table.select(["ticker", *cols]))

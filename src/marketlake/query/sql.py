@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from marketlake.errors import InvalidTickerError, MarketlakeError
+from marketlake.ingest.xsection import XS_DATASETS
 from marketlake.query.lake import Output, convert
 from marketlake.schemas.datasets import Dataset, list_datasets
 from marketlake.schemas.tickers import normalize_ticker
@@ -46,6 +47,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("marketlake.query.sql")
 
+#: A one-date query naming at least this many tickers reads the date's cross-section companion
+#: (when it exists) instead of one object per ticker.
+XS_MIN_TICKERS = 20
 _DATABASE: Any = None  # the process's DuckDB database (see _connect)
 _DATABASE_LOCK = threading.Lock()
 
@@ -85,7 +89,9 @@ class TableScan:
     ``columns`` None means every column (the time column is always read). ``schema_only``
     tables (``DESCRIBE``, ``SHOW TABLES``, filters that match nothing) read nothing.
     ``objects`` is the number of data partitions the read covers according to the catalog;
-    ``tickers_read`` the number of tickers read."""
+    ``tickers_read`` the number of tickers read. ``cross_section``: the scan is one date of a
+    daily dataset served from its cross-section companion (one object for every ticker, see
+    :meth:`~marketlake.query.lake.Lake.cross_section`) instead of one read per ticker."""
 
     dataset: str
     tickers: tuple[str, ...] | None
@@ -96,6 +102,7 @@ class TableScan:
     objects: int = 0
     tickers_read: int = 0
     ticker_list: tuple[str, ...] = field(default=(), repr=False)
+    cross_section: bool = False
 
 
 @dataclass
@@ -171,7 +178,9 @@ def run_sql(
         fit.
     tickers_limit:
         Refuse (before reading) a query that needs more than this many tickers of one dataset,
-        e.g. to guard a service against accidental lake scans. None: no limit.
+        e.g. to guard a service against accidental lake scans. None: no limit. A one-date
+        query of a daily dataset answered from its cross-section companion (one object) is
+        not limited.
 
     Returns
     -------
@@ -195,7 +204,7 @@ def run_sql(
         _bind(con, duckdb, lake, query, scans)  # unknown tables/columns fail before any read
         if tickers_limit is not None:
             for scan in scans:
-                if scan.tickers_read > tickers_limit:
+                if scan.tickers_read > tickers_limit and not scan.cross_section:
                     raise MarketlakeError(
                         f"the query reads {scan.tickers_read} tickers of {scan.dataset}, more "
                         f"than tickers_limit={tickers_limit}; filter on ticker "
@@ -219,6 +228,10 @@ def describe_scan(s: TableScan) -> str:
     """One line: dataset, tickers, dates, columns and partitions of a :class:`TableScan`."""
     if s.schema_only:
         return f"{s.dataset}: schema only (nothing read)"
+    if s.cross_section:
+        who = "all tickers" if s.tickers is None else f"{len(s.tickers)} ticker(s)"
+        cols = "all columns" if s.columns is None else f"columns {', '.join(s.columns) or '-'}"
+        return f"{s.dataset}: {who} on {s.start} from its cross-section companion; {cols}; 1 object"
     if s.tickers is None:
         who = f"all {s.tickers_read} tickers (lake scan)"
     else:
@@ -397,6 +410,10 @@ def _scan(
     warnings: list[str],
 ) -> TableScan:
     """The scan of one dataset, with its partition count from the catalog."""
+    if _use_cross_section(lake, ds, tickers, lo, hi):
+        chosen = tuple(sorted(tickers)) if tickers is not None else None
+        every = chosen or tuple(lake.catalog.tickers(ds.name))
+        return TableScan(ds.name, chosen, lo, hi, columns, False, 1, len(every), every, True)
     objects, held = lake.catalog.scan_extent(ds.name, tickers, lo, hi)
     if tickers is not None:
         names = tuple(sorted(tickers))
@@ -415,6 +432,19 @@ def _scan(
     return TableScan(ds.name, None, lo, hi, columns, False, objects, len(names), names)
 
 
+def _use_cross_section(
+    lake: Lake, ds: Dataset, tickers: set[str] | None, lo: dt.date | None, hi: dt.date | None
+) -> bool:
+    """Serve a scan from the date's cross-section companion: one date of a daily dataset, for
+    every ticker or for at least :data:`XS_MIN_TICKERS` of them when the companion exists
+    (building a missing one reads every ticker once, worth it only for a whole-lake scan)."""
+    if ds.name not in XS_DATASETS or lo is None or lo != hi:
+        return False
+    if tickers is None:
+        return True
+    return len(tickers) >= XS_MIN_TICKERS and lake.catalog.cross_section(ds.name, lo) is not None
+
+
 def _empty(ds: Dataset, columns: tuple[str, ...] | None) -> pa.Table:
     names = ds.schema.names if columns is None else _with_time(ds, columns)
     empty = ds.schema.empty_table().select(names)
@@ -426,6 +456,15 @@ def _fetch(lake: Lake, scan: TableScan) -> pa.Table:
     ds = lake.dataset(scan.dataset)
     if not scan.ticker_list:
         return _empty(ds, scan.columns)
+    if scan.cross_section:
+        table: pa.Table = lake.cross_section(
+            scan.dataset,
+            scan.start,
+            columns=list(scan.columns) if scan.columns is not None else None,
+            output="arrow",
+            tickers=scan.tickers,
+        )
+        return table
     res = lake.read_batch(
         list(scan.ticker_list),
         scan.dataset,
@@ -442,8 +481,8 @@ def _fetch(lake: Lake, scan: TableScan) -> pa.Table:
             dataset=scan.dataset,
             ticker=first,
         )
-    table: pa.Table = res.data
-    return table
+    data: pa.Table = res.data
+    return data
 
 
 def _with_time(ds: Dataset, columns: tuple[str, ...]) -> list[str]:
